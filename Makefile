@@ -1,0 +1,29 @@
+# Set-up and entry points. `make demo` and `make test` do all the set-up on a fresh machine.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+# torch first: an unpinned torch from the registry is a multi-GB CUDA build, the pinned one is a local CPU wheel.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -x -q
+
+demo: install
+	$(VENV)/bin/leanbert demo
+
+bench: install
+	$(VENV)/bin/leanbert bench model --out benchmarks/results
+	$(VENV)/bin/leanbert bench pretrain --out benchmarks/results
+	$(VENV)/bin/leanbert bench fff --out benchmarks/results
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info
