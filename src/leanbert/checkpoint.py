@@ -1,0 +1,80 @@
+"""Reading checkpoint folders safely, with one clear error per problem.
+
+Weights are read with safetensors, or with `torch.load(weights_only=True)` for legacy `.bin`
+files; a pickle that needs arbitrary code to load is refused, never executed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder or file that cannot be used; the message names the file and the problem."""
+
+
+def read_config(folder: str | os.PathLike) -> dict:
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no config.json in checkpoint folder {folder}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}:{err.lineno}: config.json is not valid JSON ({err.msg})") from None
+
+
+def find_weights(folder: str | os.PathLike) -> Path:
+    folder = Path(folder)
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    sharded = sorted(folder.glob("model-*.safetensors"))
+    if sharded:
+        return sharded[0]
+    raise CheckpointError(f"{folder}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors file or a weights-only torch pickle."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"{path}: corrupt safetensors file ({err})") from None
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: refused to load a pickle that is not weights-only (it would run arbitrary code). "
+            f"Convert it to safetensors in a trusted environment. Detail: {str(err).splitlines()[0]}"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({str(err).splitlines()[0]})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a state dict of tensors (got {type(state).__name__})")
+    return state
+
+
+def check_checkpoint_folder(folder: str | os.PathLike) -> None:
+    """Fail early, naming the file, when a local folder lacks a usable config or weights."""
+    read_config(folder)
+    weights = find_weights(folder)
+    if weights.suffix == ".safetensors":
+        try:
+            with open(weights, "rb") as handle:
+                header_size = int.from_bytes(handle.read(8), "little")
+                json.loads(handle.read(header_size))
+        except (ValueError, OSError, MemoryError):
+            raise CheckpointError(f"{weights}: corrupt safetensors file (unreadable header)") from None
+    else:
+        load_state_dict(weights)

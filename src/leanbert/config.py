@@ -1,0 +1,145 @@
+"""LeanBertConfig: BERT's fields, the component selectors, and their parameters — validated.
+
+The config is the single source of truth for a leanbert model. The encoder reads three string
+selectors and looks each one up in a registry (`leanbert.modeling.registry`):
+
+    embedding_type  "dense" | "hash" | ...   token embeddings (positions, token types, LayerNorm as BERT)
+    attention_type  "full" | ...             the token-mixing sub-layer
+    ffn_type        "dense" | ...            the feed-forward sub-layer
+
+so any embedding can be combined with any attention and any feed-forward. Every error names the
+field, the value given and what is allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PreTrainedConfig
+
+
+class LeanBertConfig(PreTrainedConfig):
+    """Configuration of a leanbert encoder.
+
+    BERT fields (same meaning and defaults as `transformers.BertConfig`):
+        vocab_size (int, 30522): rows of the token table.
+        hidden_size (int, 768): width of the residual stream.
+        num_hidden_layers (int, 12): encoder layers.
+        num_attention_heads (int, 12): heads per attention sub-layer; must divide hidden_size.
+        intermediate_size (int, 3072): width of the dense feed-forward.
+        hidden_act (str, "gelu"): activation of the feed-forward and of the MLM head transform.
+        hidden_dropout_prob (float, 0.1), attention_probs_dropout_prob (float, 0.1): dropout rates.
+        max_position_embeddings (int, 512): longest sequence with learned positions.
+        type_vocab_size (int, 2): token types (segments); 0 disables the table.
+        initializer_range (float, 0.02): std of the normal init.
+        layer_norm_eps (float, 1e-12): LayerNorm epsilon.
+        pad_token_id (int, 0), classifier_dropout (float | None): as in BERT.
+
+    Component selectors and their parameters:
+        embedding_type (str, "dense"): "dense" (vocab x hidden table) or "hash" (vocab x k table, then a
+            k x hidden projection without bias; BERT Hash).
+        hash_projections (int | None): k, the width of the hash table; required for "hash".
+        attention_type (str, "full"): token mixer; "full" is scaled-dot-product attention over all tokens.
+        ffn_type (str, "dense"): feed-forward; "dense" is Linear -> act -> Linear.
+
+    Backbone options (BERT's values are the defaults; crammedBERT / UltraFastBERT use the others):
+        position_embedding_type (str, "absolute"): "absolute" (learned table) or "scaled_sinusoidal"
+            (fixed sin/cos table times a learned scalar).
+        embedding_norm (bool, True): LayerNorm on the embedding sum.
+        norm_scheme (str, "post"): "post" = LayerNorm(x + f(x)) as BERT; "pre" = x + f(LayerNorm(x)).
+        final_norm (bool, False): a LayerNorm after the last layer (pre-LN models need it).
+        use_bias (bool, True): biases on the encoder's dense layers.
+        pooler_type (str, "cls"): sequence-classification pooling: "cls" (BERT pooler: tanh(W h_cls)) or
+            "avg" (mean over valid tokens, then tanh(W .)).
+        mlm_head_transform (bool, True): the Dense -> act -> LayerNorm transform before the vocabulary
+            projection (BERT); False goes straight to the tied decoder.
+        mlm_decoder_bias (bool, True): a per-token bias on the MLM logits.
+        sparse_prediction (bool, True): when labels are given, project only the masked positions to the
+            vocabulary (the projection dominates a tiny model's cost). Logits then have shape (n_masked, V).
+    """
+
+    model_type = "leanbert"
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int | None = 0
+    classifier_dropout: float | None = None
+    tie_word_embeddings: bool = True
+
+    embedding_type: str = "dense"
+    hash_projections: int | None = None
+    attention_type: str = "full"
+    ffn_type: str = "dense"
+
+    position_embedding_type: str = "absolute"
+    embedding_norm: bool = True
+    norm_scheme: str = "post"
+    final_norm: bool = False
+    use_bias: bool = True
+    pooler_type: str = "cls"
+    mlm_head_transform: bool = True
+    mlm_decoder_bias: bool = True
+    sparse_prediction: bool = True
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        self.validate_leanbert()
+
+    def validate_leanbert(self) -> None:
+        """Raise ValueError naming the field, the value and what is allowed."""
+        from leanbert.modeling.registry import REGISTRIES  # components register on import
+
+        for field, registry in REGISTRIES.items():
+            value = getattr(self, field)
+            if value not in registry:
+                raise ValueError(
+                    f"LeanBertConfig.{field}={value!r} is not a known component; allowed: {registry.names()}"
+                )
+        for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                      "intermediate_size", "max_position_embeddings"):
+            _require_positive_int(field, getattr(self, field))
+        if self.type_vocab_size < 0:
+            raise ValueError(f"LeanBertConfig.type_vocab_size={self.type_vocab_size!r} must be >= 0")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"LeanBertConfig.hidden_size={self.hidden_size} is not divisible by "
+                f"num_attention_heads={self.num_attention_heads}; allowed: a multiple of the head count"
+            )
+        if self.embedding_type == "hash":
+            if self.hash_projections is None:
+                raise ValueError(
+                    "LeanBertConfig.hash_projections=None: embedding_type='hash' needs hash_projections, "
+                    "a positive int (the width k of the vocab x k table)"
+                )
+            _require_positive_int("hash_projections", self.hash_projections)
+        for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, field)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"LeanBertConfig.{field}={value!r}; allowed: 0 <= p < 1")
+        _require_choice("norm_scheme", self.norm_scheme, ("post", "pre"))
+        _require_choice("pooler_type", self.pooler_type, ("cls", "avg"))
+        # each registered component may check its own parameters
+        for field, registry in REGISTRIES.items():
+            check = getattr(registry.get(getattr(self, field)), "validate_config", None)
+            if check is not None:
+                check(self)
+
+
+def _require_positive_int(field: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"LeanBertConfig.{field}={value!r}; allowed: a positive int")
+
+
+def _require_choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"LeanBertConfig.{field}={value!r}; allowed: {list(allowed)}")

@@ -1,0 +1,11 @@
+"""Importers of published checkpoints into leanbert: `convert_checkpoint(source_format, src, out)`."""
+
+from leanbert.convert.bert import convert_bert
+
+CONVERTERS = {"bert": convert_bert}
+
+
+def convert_checkpoint(source_format: str, src: str, out: str):
+    if source_format not in CONVERTERS:
+        raise ValueError(f"unknown source format {source_format!r}; allowed: {sorted(CONVERTERS)}")
+    return CONVERTERS[source_format](src, out)

@@ -1,0 +1,1 @@
+"""leanbert's model code: components (embeddings, attention, ffn), the encoder, heads and models."""

@@ -1,0 +1,1 @@
+"""Token-mixing sub-layers, selected by `LeanBertConfig.attention_type`."""

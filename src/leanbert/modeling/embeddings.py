@@ -1,0 +1,133 @@
+"""Token embeddings: "dense" (BERT) and "hash" (BERT Hash), plus positions, token types and LayerNorm.
+
+    e(t, i, s) = LayerNorm( token(t) + pos(i) + type(s) )
+
+    dense:  token(t) = E[t]            E: V x H          params V*H
+    hash:   token(t) = E[t] @ P        E: V x k, P: k x H params V*k + k*H   (BERT Hash, seed 000)
+
+The hash table is a k-float "hash" of each token that a shared projection re-encodes to the hidden
+size: for V=30,522, k=5, H=768 that is 156,450 parameters instead of 23.4 M. Cost per token: one
+row lookup, plus for "hash" a k x H matrix-vector product (2kH FLOPs). Memory O(L*H).
+
+Positions are "absolute" (a learned table, BERT) or "scaled_sinusoidal" (crammedBERT: a fixed
+sin/cos table times one learned scalar initialised to H^-1/2).
+
+Both embeddings also `decode` hidden states back to vocabulary logits with their own (tied) table,
+so the MLM head of a hash model costs V*k, not V*H, parameters:
+
+    dense:  logits = h @ E^T           hash:  logits = (h @ P^T) @ E^T
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from leanbert.config import LeanBertConfig
+from leanbert.modeling.registry import EMBEDDINGS
+
+POSITION_TYPES = ("absolute", "scaled_sinusoidal")
+
+
+class SinusoidalPositions(nn.Module):
+    """pos(i) = scale * [sin(i w_0), cos(i w_0), sin(i w_1), ...], w_j = 10000^(-2j/H); one learned scalar."""
+
+    def __init__(self, hidden_size: int, max_positions: int):
+        super().__init__()
+        position = torch.arange(max_positions, dtype=torch.float32)[:, None]  # (P, 1)
+        freq = torch.exp(torch.arange(0, hidden_size, 2, dtype=torch.float32) * (-math.log(10000.0) / hidden_size))
+        table = torch.zeros(max_positions, hidden_size)  # (P, H)
+        table[:, 0::2] = torch.sin(position * freq)
+        table[:, 1::2] = torch.cos(position * freq)
+        self.register_buffer("table", table, persistent=False)
+        self.scale_factor = nn.Parameter(torch.tensor([hidden_size**-0.5]))
+
+    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+        return self.scale_factor * self.table[position_ids]
+
+
+class _TokenEmbeddings(nn.Module):
+    """Shared part: positions, token types, LayerNorm, dropout. Subclasses define `token` and `decode`."""
+
+    def __init__(self, config: LeanBertConfig):
+        super().__init__()
+        self.position_type = config.position_embedding_type
+        if self.position_type == "absolute":
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        else:
+            self.position_embeddings = SinusoidalPositions(config.hidden_size, config.max_position_embeddings)
+        self.token_type_embeddings = (
+            nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size > 0 else None
+        )
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.embedding_norm else None
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    @classmethod
+    def validate_config(cls, config: LeanBertConfig) -> None:
+        if config.position_embedding_type not in POSITION_TYPES:
+            raise ValueError(
+                f"LeanBertConfig.position_embedding_type={config.position_embedding_type!r}; "
+                f"allowed: {list(POSITION_TYPES)}"
+            )
+
+    def token(self, input_ids: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, hidden: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = self.token(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, H)
+        length = x.shape[1]
+        if position_ids is None:
+            position_ids = torch.arange(length, device=x.device)
+        x = x + self.position_embeddings(position_ids)
+        if self.token_type_embeddings is not None:
+            if token_type_ids is None:  # all segment 0: one broadcast row, no gather
+                x = x + self.token_type_embeddings.weight[0]
+            else:
+                x = x + self.token_type_embeddings(token_type_ids)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.dropout(x)
+
+
+@EMBEDDINGS.register("dense")
+class DenseEmbeddings(_TokenEmbeddings):
+    """BERT's token table E: V x H."""
+
+    def __init__(self, config: LeanBertConfig):
+        super().__init__(config)
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+
+    def token(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.word_embeddings(input_ids)
+
+    def decode(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, self.word_embeddings.weight)  # (..., H) @ (H, V) -> (..., V)
+
+
+@EMBEDDINGS.register("hash")
+class HashEmbeddings(_TokenEmbeddings):
+    """BERT Hash: a V x k table, then a k x H projection without bias."""
+
+    def __init__(self, config: LeanBertConfig):
+        super().__init__(config)
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hash_projections, padding_idx=config.pad_token_id)
+        self.projection = nn.Linear(config.hash_projections, config.hidden_size, bias=False)
+
+    def token(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.word_embeddings(input_ids))  # (B, L, k) -> (B, L, H)
+
+    def decode(self, hidden: torch.Tensor) -> torch.Tensor:
+        hashed = hidden @ self.projection.weight  # (..., H) @ (H, k) -> (..., k)
+        return F.linear(hashed, self.word_embeddings.weight)  # (..., k) @ (k, V) -> (..., V)

@@ -1,0 +1,1 @@
+"""Feed-forward sub-layers, selected by `LeanBertConfig.ffn_type`."""

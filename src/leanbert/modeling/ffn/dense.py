@@ -1,0 +1,28 @@
+"""Dense feed-forward ("dense"), as in BERT:  f(x) = act(x W_1 + b_1) W_2 + b_2.
+
+Cost: 4 H I FLOPs per token (I = intermediate_size), all I neurons used by every token;
+parameters 2 H I (+ I + H biases).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.activations import ACT2FN
+
+from leanbert.config import LeanBertConfig
+from leanbert.modeling.registry import FFN
+
+
+@FFN.register("dense")
+class DenseFeedForward(nn.Module):
+    owns_residual = False
+
+    def __init__(self, config: LeanBertConfig):
+        super().__init__()
+        self.intermediate = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.use_bias)
+        self.act = ACT2FN[config.hidden_act]
+        self.output = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.use_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.act(self.intermediate(x)))  # (..., H) -> (..., I) -> (..., H)

@@ -1,0 +1,76 @@
+"""Task heads on top of the encoder: pooling, masked-LM, and the classification losses.
+
+    pooler "cls":  p = tanh(W h_[CLS] + b)                         (BERT)
+    pooler "avg":  p = tanh(W mean_{valid i} h_i + b)              (crammedBERT's average-pool head)
+    MLM:           logits = decode(LN(act(W h + b))) + bias         decode = the embedding's tied table
+
+The MLM decode is the embedding's own `decode`, so a hash model's head costs V*k + V parameters,
+never a V x H matrix. With `sparse_prediction`, only masked positions are decoded: the vocabulary
+projection costs 2 H V FLOPs per decoded token, which dominates a tiny model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers.activations import ACT2FN
+
+from leanbert.config import LeanBertConfig
+
+
+class Pooler(nn.Module):
+    def __init__(self, config: LeanBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.average = config.pooler_type == "avg"
+
+    def forward(self, hidden: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
+        if not self.average:
+            pooled = hidden[:, 0]  # (B, H)
+        elif padding_mask is None:
+            pooled = hidden.mean(dim=1)
+        else:
+            weights = padding_mask.to(hidden.dtype).unsqueeze(-1)  # (B, L, 1)
+            pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+        return torch.tanh(self.dense(pooled))
+
+
+class MaskedLMHead(nn.Module):
+    """Transform (optional), then the embedding's tied decode, then a per-token bias (optional)."""
+
+    def __init__(self, config: LeanBertConfig):
+        super().__init__()
+        if config.mlm_head_transform:
+            self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+            self.act = ACT2FN[config.hidden_act]
+            self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        else:
+            self.dense = None
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size)) if config.mlm_decoder_bias else None
+
+    def forward(self, hidden: torch.Tensor, embeddings: nn.Module) -> torch.Tensor:
+        if self.dense is not None:
+            hidden = self.norm(self.act(self.dense(hidden)))
+        logits = embeddings.decode(hidden)  # (..., V)
+        return logits if self.bias is None else logits + self.bias
+
+
+def sequence_classification_loss(
+    config: LeanBertConfig, logits: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Regression (MSE), single-label (cross-entropy) or multi-label (BCE), chosen as transformers does."""
+    num_labels = config.num_labels
+    if config.problem_type is None:
+        if num_labels == 1:
+            config.problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            config.problem_type = "single_label_classification"
+        else:
+            config.problem_type = "multi_label_classification"
+    if config.problem_type == "regression":
+        return F.mse_loss(logits.squeeze(-1), labels.squeeze(-1).to(logits.dtype)) if num_labels == 1 \
+            else F.mse_loss(logits, labels.to(logits.dtype))
+    if config.problem_type == "single_label_classification":
+        return F.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
+    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))

@@ -1,0 +1,191 @@
+"""leanbert's `PreTrainedModel` classes: the base encoder and its task models.
+
+All of them are `transformers` models: `save_pretrained`/`from_pretrained` (safetensors), the Auto
+classes (registered by `import leanbert`), pipelines, `Trainer` and gradient checkpointing work as
+they do for BERT.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+from transformers.utils import can_return_tuple
+
+from leanbert.config import LeanBertConfig
+from leanbert.modeling.embeddings import SinusoidalPositions
+from leanbert.modeling.encoder import LeanBertEncoder, LeanBertLayer
+from leanbert.modeling.heads import MaskedLMHead, Pooler, sequence_classification_loss
+from leanbert.modeling.registry import EMBEDDINGS
+
+
+class LeanBertPreTrainedModel(PreTrainedModel):
+    config_class = LeanBertConfig
+    config: LeanBertConfig
+    base_model_prefix = "leanbert"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["LeanBertLayer"]
+    _can_record_outputs = {"hidden_states": LeanBertLayer}
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, MaskedLMHead) and module.bias is not None:
+            init.zeros_(module.bias)
+        elif isinstance(module, SinusoidalPositions):
+            init.constant_(module.scale_factor, module.table.shape[1] ** -0.5)
+
+
+class LeanBertModel(LeanBertPreTrainedModel):
+    """The bare encoder: embeddings -> layers -> (final norm), plus an optional pooler."""
+
+    def __init__(self, config: LeanBertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = EMBEDDINGS.get(config.embedding_type)(config)
+        self.encoder = LeanBertEncoder(config)
+        self.pooler = Pooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.embeddings.word_embeddings = value
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        padding_mask = _padding_mask(attention_mask)
+        x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, L, H)
+        x, hidden_states = self.encoder(x, padding_mask, output_hidden_states=bool(output_hidden_states))
+        pooled = self.pooler(x, padding_mask) if self.pooler is not None else None
+        return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=pooled, hidden_states=hidden_states)
+
+
+def _padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, L) 0/1 -> (B, L) bool, or None when nothing is padded (attention then takes its maskless path)."""
+    if attention_mask is None:
+        return None
+    mask = attention_mask.bool()
+    return None if bool(mask.all()) else mask
+
+
+class LeanBertForMaskedLM(LeanBertPreTrainedModel):
+    def __init__(self, config: LeanBertConfig):
+        super().__init__(config)
+        self.leanbert = LeanBertModel(config, add_pooling_layer=False)
+        self.cls = MaskedLMHead(config)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> MaskedLMOutput:
+        out = self.leanbert(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+            output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        hidden = out.last_hidden_state  # (B, L, H)
+        loss = None
+        if labels is not None and self.config.sparse_prediction:
+            selected = labels.view(-1) != -100
+            logits = self.cls(hidden.reshape(-1, hidden.shape[-1])[selected], self.leanbert.embeddings)  # (M, V)
+            loss = F.cross_entropy(logits, labels.view(-1)[selected]) if logits.shape[0] else logits.sum() * 0.0
+        else:
+            logits = self.cls(hidden, self.leanbert.embeddings)  # (B, L, V)
+            if labels is not None:
+                loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1))
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+
+
+class LeanBertForSequenceClassification(LeanBertPreTrainedModel):
+    """Single-label, multi-label or regression, chosen by `config.problem_type` as in transformers."""
+
+    def __init__(self, config: LeanBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.leanbert = LeanBertModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        out = self.leanbert(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+            output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
+        loss = sequence_classification_loss(self.config, logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+
+
+class LeanBertForTokenClassification(LeanBertPreTrainedModel):
+    def __init__(self, config: LeanBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.leanbert = LeanBertModel(config, add_pooling_layer=False)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput:
+        out = self.leanbert(
+            input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+            output_hidden_states=output_hidden_states, return_dict=True,
+        )
+        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, L, num_labels)
+        loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1)) if labels is not None else None
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
