@@ -15,6 +15,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from leanbert.config import LeanBertConfig
 from leanbert.modeling.registry import ATTENTION, FFN
+from leanbert.modeling.token_layout import TokenLayout
 
 
 class Residual(nn.Module):
@@ -27,10 +28,10 @@ class Residual(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.pre_norm = config.norm_scheme == "pre"
 
-    def forward(self, x: torch.Tensor, *args) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *layout: TokenLayout) -> torch.Tensor:
         if self.pre_norm:
-            return x + self.dropout(self.block(self.norm(x), *args))
-        return self.norm(x + self.dropout(self.block(x, *args)))
+            return x + self.dropout(self.block(self.norm(x), *layout))
+        return self.norm(x + self.dropout(self.block(x, *layout)))
 
 
 def _with_residual(block: nn.Module, config: LeanBertConfig) -> nn.Module:
@@ -43,8 +44,8 @@ class LeanBertLayer(GradientCheckpointingLayer):
         self.attention = _with_residual(ATTENTION.get(config.attention_type)(config), config)
         self.ffn = _with_residual(FFN.get(config.ffn_type)(config), config)
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.ffn(self.attention(x, padding_mask))  # (B, L, H)
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        return self.ffn(self.attention(x, layout))  # (B, L, H) or (T, H)
 
 
 class LeanBertEncoder(nn.Module):
@@ -54,15 +55,21 @@ class LeanBertEncoder(nn.Module):
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.final_norm else None
 
     def forward(
-        self, x: torch.Tensor, padding_mask: torch.Tensor | None = None, output_hidden_states: bool = False
+        self, x: torch.Tensor, layout: TokenLayout, output_hidden_states: bool = False
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """x: (B, L, H). With `layout.unpadded` the layers see (T, H) and padded outputs are zeros."""
+        if layout.unpadded:
+            x = layout.unpad(x)  # (T, H)
         states = [x] if output_hidden_states else None
         for layer in self.layers:
-            x = layer(x, padding_mask)
+            x = layer(x, layout)
             if states is not None:
                 states.append(x)
         if self.final_norm is not None:
             x = self.final_norm(x)
             if states is not None:
                 states[-1] = x
+        if layout.unpadded:
+            x = layout.pad(x)
+            states = [layout.pad(s) for s in states] if states is not None else None
         return x, (tuple(states) if states is not None else None)

@@ -25,6 +25,7 @@ from leanbert.modeling.embeddings import SinusoidalPositions
 from leanbert.modeling.encoder import LeanBertEncoder, LeanBertLayer
 from leanbert.modeling.heads import MaskedLMHead, Pooler, sequence_classification_loss
 from leanbert.modeling.registry import EMBEDDINGS
+from leanbert.modeling.token_layout import TokenLayout
 
 
 class LeanBertPreTrainedModel(PreTrainedModel):
@@ -70,15 +71,19 @@ class LeanBertModel(LeanBertPreTrainedModel):
         position_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        unpad: bool = False,
         **kwargs,
     ) -> BaseModelOutputWithPooling:
+        """`unpad=True` runs the layers on real tokens only: faster on padded batches, same outputs at real
+        positions, zeros at padded ones (the default keeps BERT's values there, for exact parity)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
         padding_mask = _padding_mask(attention_mask)
+        layout = TokenLayout(padding_mask, unpadded=unpad and padding_mask is not None)
         x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, L, H)
-        x, hidden_states = self.encoder(x, padding_mask, output_hidden_states=bool(output_hidden_states))
+        x, hidden_states = self.encoder(x, layout, output_hidden_states=bool(output_hidden_states))
         pooled = self.pooler(x, padding_mask) if self.pooler is not None else None
         return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=pooled, hidden_states=hidden_states)
 
@@ -108,11 +113,12 @@ class LeanBertForMaskedLM(LeanBertPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        unpad: bool = False,
         **kwargs,
     ) -> MaskedLMOutput:
         out = self.leanbert(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_hidden_states=output_hidden_states, return_dict=True,
+            output_hidden_states=output_hidden_states, unpad=unpad, return_dict=True,
         )
         hidden = out.last_hidden_state  # (B, L, H)
         loss = None
@@ -149,11 +155,12 @@ class LeanBertForSequenceClassification(LeanBertPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        unpad: bool = False,
         **kwargs,
     ) -> SequenceClassifierOutput:
         out = self.leanbert(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_hidden_states=output_hidden_states, return_dict=True,
+            output_hidden_states=output_hidden_states, unpad=unpad, return_dict=True,
         )
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         loss = sequence_classification_loss(self.config, logits, labels) if labels is not None else None
@@ -180,11 +187,12 @@ class LeanBertForTokenClassification(LeanBertPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
+        unpad: bool = False,
         **kwargs,
     ) -> TokenClassifierOutput:
         out = self.leanbert(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
-            output_hidden_states=output_hidden_states, return_dict=True,
+            output_hidden_states=output_hidden_states, unpad=unpad, return_dict=True,
         )
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, L, num_labels)
         loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1)) if labels is not None else None

@@ -4,7 +4,8 @@
 
 Cost per layer: 8 L H^2 FLOPs for the projections + 4 L^2 H for scores and context; memory
 O(L^2) per head on the math path, O(L) with the fused SDPA kernels. Padded keys are excluded by a
-boolean mask; a batch without padding takes SDPA's maskless fast path.
+boolean mask; a batch without padding takes SDPA's maskless fast path. In the unpadded layout the
+projections run on the T real tokens only and just the scores use the (B, L) grid.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch.nn import functional as F
 
 from leanbert.config import LeanBertConfig
 from leanbert.modeling.registry import ATTENTION
+from leanbert.modeling.token_layout import TokenLayout
 
 
 @ATTENTION.register("full")
@@ -29,13 +31,14 @@ class FullAttention(nn.Module):
         self.output = nn.Linear(config.hidden_size, config.hidden_size, bias=config.use_bias)
         self.dropout_p = config.attention_probs_dropout_prob
 
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, L, H); padding_mask: (B, L) bool, True = real token, or None for no padding."""
-        batch, length, hidden = x.shape
-        qkv = self.qkv(x).view(batch, length, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, nh, L, hd)
-        mask = None if padding_mask is None else padding_mask[:, None, None, :]  # (B, 1, 1, L)
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        """x: (B, L, H), or (T, H) when `layout.unpadded`; returns the same layout."""
+        qkv = layout.to_grid(self.qkv(x))  # (B, L, 3H)
+        batch, length, _ = qkv.shape
+        q, k, v = qkv.view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        mask = None if layout.mask is None else layout.mask[:, None, None, :]  # (B, 1, 1, L) keys to keep
         context = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
         )  # (B, nh, L, hd)
-        return self.output(context.transpose(1, 2).reshape(batch, length, hidden))
+        context = context.transpose(1, 2).reshape(batch, length, -1)  # (B, L, H)
+        return self.output(layout.from_grid(context))

@@ -1,0 +1,1 @@
+"""Speed benchmarks against peers. Each reports ratios measured side by side in one process run."""
