@@ -111,11 +111,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5)
     p.set_defaults(func=_bench)
 
+    _add_optional_commands(sub)
+
     p = sub.add_parser("demo", help="the main job")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="runs/demo")
     p.set_defaults(func=_demo)
     return parser
+
+
+def _add_optional_commands(sub) -> None:
+    """Pipeline commands live beside their code: each module exposes `add_commands(subparsers)`."""
+    import importlib
+
+    for module in ("leanbert.train.commands", "leanbert.train.glue_commands"):
+        try:
+            importlib.import_module(module).add_commands(sub)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""Training: pretraining, distillation and fine-tuning, thin over transformers.Trainer."""
