@@ -37,13 +37,17 @@ class SinusoidalPositions(nn.Module):
 
     def __init__(self, hidden_size: int, max_positions: int):
         super().__init__()
+        self.register_buffer("table", self.sinusoid_table(max_positions, hidden_size), persistent=False)
+        self.scale_factor = nn.Parameter(torch.tensor([hidden_size**-0.5]))
+
+    @staticmethod
+    def sinusoid_table(max_positions: int, hidden_size: int) -> torch.Tensor:
         position = torch.arange(max_positions, dtype=torch.float32)[:, None]  # (P, 1)
         freq = torch.exp(torch.arange(0, hidden_size, 2, dtype=torch.float32) * (-math.log(10000.0) / hidden_size))
         table = torch.zeros(max_positions, hidden_size)  # (P, H)
         table[:, 0::2] = torch.sin(position * freq)
         table[:, 1::2] = torch.cos(position * freq)
-        self.register_buffer("table", table, persistent=False)
-        self.scale_factor = nn.Parameter(torch.tensor([hidden_size**-0.5]))
+        return table
 
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
         return self.scale_factor * self.table[position_ids]

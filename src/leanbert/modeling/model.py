@@ -7,6 +7,8 @@ they do for BERT.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -20,6 +22,7 @@ from transformers.modeling_outputs import (
 )
 from transformers.utils import can_return_tuple
 
+from leanbert.checkpoint import check_checkpoint_folder
 from leanbert.config import LeanBertConfig
 from leanbert.modeling.embeddings import SinusoidalPositions
 from leanbert.modeling.encoder import LeanBertEncoder, LeanBertLayer
@@ -37,13 +40,23 @@ class LeanBertPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["LeanBertLayer"]
     _can_record_outputs = {"hidden_states": LeanBertLayer}
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """As transformers', but a local folder is checked first so that a missing or corrupt config or
+        weights file, or a pickle that is not weights-only, fails with one error naming the file."""
+        if isinstance(pretrained_model_name_or_path, (str, os.PathLike)) and os.path.isdir(pretrained_model_name_or_path):
+            check_checkpoint_folder(pretrained_model_name_or_path)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, MaskedLMHead) and module.bias is not None:
             init.zeros_(module.bias)
-        elif isinstance(module, SinusoidalPositions):
-            init.constant_(module.scale_factor, module.table.shape[1] ** -0.5)
+        elif isinstance(module, SinusoidalPositions):  # the table is a non-persistent buffer: rebuild it
+            positions, hidden = module.table.shape
+            init.copy_(module.table, SinusoidalPositions.sinusoid_table(positions, hidden))
+            init.constant_(module.scale_factor, hidden**-0.5)
 
 
 class LeanBertModel(LeanBertPreTrainedModel):

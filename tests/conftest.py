@@ -1,0 +1,21 @@
+"""Shared test fixtures: the local data folder beside the repository, and tiny configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} not present (tests that read ../shared need it)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(shared_dir: Path) -> Path:
+    return shared_dir / "data" / "tokenizers" / "bert-base-uncased"

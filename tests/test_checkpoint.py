@@ -1,0 +1,87 @@
+"""Bad checkpoints give one clear error naming the file; pickles load only as weights."""
+
+import json
+import pickle
+
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+import leanbert  # noqa: F401
+from leanbert import LeanBertConfig, LeanBertModel
+from leanbert.checkpoint import CheckpointError, load_state_dict
+from leanbert.tokenizer import check_tokenizer_fits
+
+
+def tiny(tmp_path):
+    model = LeanBertModel(LeanBertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=32))
+    model.save_pretrained(tmp_path)
+    return model
+
+
+def test_missing_config(tmp_path):
+    tiny(tmp_path)
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="config.json"):
+        LeanBertModel.from_pretrained(tmp_path)
+
+
+def test_corrupt_config_names_file_and_line(tmp_path):
+    tiny(tmp_path)
+    (tmp_path / "config.json").write_text('{\n  "model_type": "leanbert",\n  "hidden_size": ,\n}')
+    with pytest.raises(CheckpointError, match=r"config.json:3: config.json is not valid JSON"):
+        LeanBertModel.from_pretrained(tmp_path)
+
+
+def test_missing_weights(tmp_path):
+    tiny(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="no weights found"):
+        LeanBertModel.from_pretrained(tmp_path)
+
+
+def test_corrupt_weights(tmp_path):
+    tiny(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    with pytest.raises(CheckpointError, match="model.safetensors: corrupt safetensors"):
+        LeanBertModel.from_pretrained(tmp_path)
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_pickle_only_checkpoint_is_refused_not_executed(tmp_path, capsys):
+    path = tmp_path / "pytorch_model.bin"
+    with open(path, "wb") as handle:
+        pickle.dump({"weight": Payload()}, handle)
+    with pytest.raises(CheckpointError, match="pytorch_model.bin: refused to load a pickle"):
+        load_state_dict(path)
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_pickle_of_plain_tensors_loads_weights_only(tmp_path):
+    model = tiny(tmp_path / "src")
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    state = load_state_dict(tmp_path / "pytorch_model.bin")
+    assert torch.equal(state["embeddings.word_embeddings.weight"], model.embeddings.word_embeddings.weight)
+
+
+def test_bin_checkpoint_folder_loads(tmp_path):
+    model = tiny(tmp_path / "src")
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    model.config.save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    loaded = AutoModel.from_pretrained(folder)
+    assert torch.equal(loaded.embeddings.word_embeddings.weight, model.embeddings.word_embeddings.weight)
+
+
+def test_tokenizer_vocab_larger_than_model_is_refused(tokenizer_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    with pytest.raises(ValueError, match="30522") as err:
+        check_tokenizer_fits(tokenizer, 100)
+    assert "100" in str(err.value)
+    check_tokenizer_fits(tokenizer, 30522)

@@ -1,0 +1,47 @@
+import pytest
+
+import leanbert  # noqa: F401
+from leanbert import LeanBertConfig
+from transformers import AutoConfig, PreTrainedConfig
+
+
+def test_is_a_transformers_config_with_model_type():
+    config = LeanBertConfig()
+    assert isinstance(config, PreTrainedConfig)
+    assert config.model_type == "leanbert"
+    assert (config.embedding_type, config.attention_type, config.ffn_type) == ("dense", "full", "dense")
+
+
+def test_round_trips_through_json_and_autoconfig(tmp_path):
+    config = LeanBertConfig(hidden_size=64, num_attention_heads=4, embedding_type="hash", hash_projections=8)
+    config.save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(loaded, LeanBertConfig)
+    assert loaded.hash_projections == 8 and loaded.embedding_type == "hash" and loaded.hidden_size == 64
+
+
+@pytest.mark.parametrize(
+    "kwargs, field, allowed",
+    [
+        (dict(embedding_type="bloom"), "embedding_type", "'dense'"),
+        (dict(attention_type="linear"), "attention_type", "'full'"),
+        (dict(ffn_type="moe"), "ffn_type", "'dense'"),
+        (dict(hidden_size=100, num_attention_heads=12), "hidden_size", "multiple"),
+        (dict(hidden_size=0), "hidden_size", "positive"),
+        (dict(num_hidden_layers=-1), "num_hidden_layers", "positive"),
+        (dict(vocab_size=0), "vocab_size", "positive"),
+        (dict(intermediate_size=0), "intermediate_size", "positive"),
+        (dict(embedding_type="hash"), "hash_projections", "positive int"),
+        (dict(embedding_type="hash", hash_projections=0), "hash_projections", "positive"),
+        (dict(norm_scheme="sandwich"), "norm_scheme", "'pre'"),
+        (dict(position_embedding_type="rotary"), "position_embedding_type", "'absolute'"),
+    ],
+)
+def test_invalid_configs_name_field_value_and_allowed(kwargs, field, allowed):
+    with pytest.raises(ValueError) as err:
+        LeanBertConfig(**kwargs)
+    message = str(err.value)
+    assert field in message
+    assert allowed in message
+    value = list(kwargs.values())[-1] if field != "hash_projections" else kwargs.get("hash_projections")
+    assert repr(value) in message or str(value) in message
