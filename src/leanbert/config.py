@@ -40,7 +40,10 @@ class LeanBertConfig(PreTrainedConfig):
             k x hidden projection without bias; BERT Hash).
         hash_projections (int | None): k, the width of the hash table; required for "hash".
         attention_type (str, "full"): token mixer; "full" is scaled-dot-product attention over all tokens.
-        ffn_type (str, "dense"): feed-forward; "dense" is Linear -> act -> Linear.
+        ffn_type (str, "dense"): feed-forward; "dense" is Linear -> act -> Linear; "fff" is UltraFastBERT's
+            fast feed-forward: `fff_trees` parallel trees of depth `fff_depth`, each token visiting depth+1
+            GELU neurons per tree (2^(depth+1) - 1 neurons per tree in all).
+        fff_depth (int, 11), fff_trees (int, 1): the FFF shape ("1x11" = 1 tree of depth 11).
 
     Backbone options (BERT's values are the defaults; crammedBERT / UltraFastBERT use the others):
         position_embedding_type (str, "absolute"): "absolute" (learned table) or "scaled_sinusoidal"
@@ -80,6 +83,8 @@ class LeanBertConfig(PreTrainedConfig):
     hash_projections: int | None = None
     attention_type: str = "full"
     ffn_type: str = "dense"
+    fff_depth: int = 11
+    fff_trees: int = 1
 
     position_embedding_type: str = "absolute"
     embedding_norm: bool = True

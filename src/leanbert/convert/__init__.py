@@ -1,8 +1,9 @@
 """Importers of published checkpoints into leanbert: `convert_checkpoint(source_format, src, out)`."""
 
 from leanbert.convert.bert import convert_bert
+from leanbert.convert.ultrafastbert import convert_ultrafastbert
 
-CONVERTERS = {"bert": convert_bert}
+CONVERTERS = {"bert": convert_bert, "ultrafastbert": convert_ultrafastbert}
 
 
 def convert_checkpoint(source_format: str, src: str, out: str):

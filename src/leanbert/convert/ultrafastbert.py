@@ -1,0 +1,142 @@
+"""Import an UltraFastBERT / crammedBERT-FFF checkpoint (pbelcak/UltraFastBERT, `training/cramming`).
+
+The source is a folder (or hub name) with the reference's own `config.json` (everything under
+"arch", model_type "crammedBERT") and `pytorch_model.bin` or `model.safetensors` in the
+reference's key layout. crammedBERT's choices map onto generic leanbert options: pre-LN blocks,
+no biases on dense layers, scaled-sinusoidal positions, a normalised embedding, a final norm, a
+tied decoder without bias and no head transform, and FFF feed-forwards (`intermed_size` trees of
+depth `intermed_depth`). The one real rewrite is attention: the reference's fused qkv rows are
+ordered (head, q|k|v, head_dim); leanbert's are (q|k|v, head, head_dim).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+
+from leanbert.atomic_io import atomic_directory
+from leanbert.checkpoint import CheckpointError, find_weights, load_state_dict
+from leanbert.config import LeanBertConfig
+from leanbert.modeling.model import LeanBertForMaskedLM
+
+_RENAMES = [
+    (r"^encoder\.embedding\.word_embedding\.", "leanbert.embeddings.word_embeddings."),
+    (r"^encoder\.embedding\.pos_embedding\.scale_factor$", "leanbert.embeddings.position_embeddings.scale_factor"),
+    (r"^encoder\.embedding\.norm\.", "leanbert.embeddings.norm."),
+    (r"^encoder\.layers\.(\d+)\.norm1\.", r"leanbert.encoder.layers.\1.attention.norm."),
+    (r"^encoder\.layers\.(\d+)\.norm2\.", r"leanbert.encoder.layers.\1.ffn.norm."),
+    (r"^encoder\.layers\.(\d+)\.attn\.dense\.", r"leanbert.encoder.layers.\1.attention.block.output."),
+    (r"^encoder\.layers\.(\d+)\.ffn\.", r"leanbert.encoder.layers.\1.ffn.block."),
+    (r"^encoder\.final_norm\.", "leanbert.encoder.final_norm."),
+]
+_QKV = re.compile(r"^encoder\.layers\.(\d+)\.attn\.self_attention\.query_key_value\.weight$")
+_SKIPPED = re.compile(r"(norm_factor|pos_embedding\.pe|^decoder\.weight)$")
+
+
+def leanbert_config_from_crammed(arch: dict) -> LeanBertConfig:
+    """Map the reference's `arch` config; every choice leanbert cannot express is refused by name."""
+    expect = {"norm_scheme": "pre", "intermed_type": "fff", "tie_weights": True, "decoder_bias": False,
+              "use_bias": False, "final_norm": True, "skip_head_transform": True, "norm": "LayerNorm",
+              "nonlin": "GELU"}
+    for key, value in expect.items():
+        if key in arch and arch[key] != value:
+            raise CheckpointError(f"crammedBERT arch.{key}={arch[key]!r} is not supported (expected {value!r})")
+    embedding, attention = arch["embedding"], arch["attention"]
+    if embedding.get("pos_embedding") != "scaled-sinusoidal":
+        raise CheckpointError(f"crammedBERT arch.embedding.pos_embedding={embedding.get('pos_embedding')!r} "
+                              "is not supported (expected 'scaled-sinusoidal')")
+    if attention.get("qkv_bias") or attention.get("rotary_embedding") or attention.get("causal_attention"):
+        raise CheckpointError("crammedBERT attention with qkv_bias, rotary or causal attention is not supported")
+    if embedding.get("embedding_dim", arch["hidden_size"]) != arch["hidden_size"]:
+        raise CheckpointError("crammedBERT arch.embedding.embedding_dim must equal hidden_size")
+    head = arch.get("classification_head") or {}
+    return LeanBertConfig(
+        vocab_size=embedding["vocab_size"], hidden_size=arch["hidden_size"],
+        num_hidden_layers=arch["num_transformer_layers"], num_attention_heads=attention["num_attention_heads"],
+        intermediate_size=4 * arch["hidden_size"], hidden_act="gelu",
+        hidden_dropout_prob=arch.get("hidden_dropout_prob", 0.1),
+        attention_probs_dropout_prob=attention.get("dropout_prob", 0.1),
+        max_position_embeddings=embedding["max_seq_length"], type_vocab_size=0,
+        layer_norm_eps=arch.get("norm_eps", 1e-12), pad_token_id=embedding.get("pad_token_id", 0),
+        initializer_range=(arch.get("init") or {}).get("std", 0.02),
+        ffn_type="fff", fff_depth=arch["intermed_depth"], fff_trees=arch["intermed_size"],
+        norm_scheme="pre", final_norm=True, use_bias=False, position_embedding_type="scaled_sinusoidal",
+        embedding_norm=bool(embedding.get("normalization", True)), pooler_type=head.get("pooler", "avg"),
+        mlm_head_transform=False, mlm_decoder_bias=False,
+        classifier_dropout=head.get("classifier_dropout"),
+    )
+
+
+def crammed_state_dict_to_leanbert(state: dict[str, torch.Tensor], num_heads: int) -> dict[str, torch.Tensor]:
+    out = {}
+    state = {k.removeprefix("_orig_mod."): v for k, v in state.items()}  # torch.compile'd checkpoints
+    decoder, word = state.get("decoder.weight"), state.get("encoder.embedding.word_embedding.weight")
+    if decoder is not None and word is not None and not torch.equal(decoder, word):
+        raise CheckpointError("crammedBERT decoder.weight is not tied to the word embedding")
+    for key, tensor in state.items():
+        if _SKIPPED.search(key):
+            continue
+        match = _QKV.match(key)
+        if match:
+            three_hidden, hidden = tensor.shape
+            head_dim = hidden // num_heads
+            fused = tensor.view(num_heads, 3, head_dim, hidden).transpose(0, 1).reshape(three_hidden, hidden)
+            out[f"leanbert.encoder.layers.{match.group(1)}.attention.block.qkv.weight"] = fused
+            continue
+        renamed = key
+        for pattern, replacement in _RENAMES:
+            renamed = re.sub(pattern, replacement, renamed)
+        if renamed == key:
+            raise CheckpointError(f"unexpected crammedBERT weight {key!r}")
+        out[renamed] = tensor
+    return out
+
+
+def _read_arch(src: Path) -> dict:
+    path = src / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no config.json in UltraFastBERT checkpoint folder")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+    if "arch" not in config:
+        raise CheckpointError(f"{path}: no 'arch' section; not a crammedBERT config")
+    return config["arch"]
+
+
+def _local_folder(src: str | os.PathLike) -> Path:
+    if Path(src).is_dir():
+        return Path(src)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(src), allow_patterns=["config.json", "*.safetensors", "*.bin", "*.txt",
+                                                             "tokenizer*", "special_tokens_map.json"]))
+
+
+def load_ultrafastbert(src: str | os.PathLike) -> LeanBertForMaskedLM:
+    folder = _local_folder(src)
+    config = leanbert_config_from_crammed(_read_arch(folder))
+    state = crammed_state_dict_to_leanbert(load_state_dict(find_weights(folder)), config.num_attention_heads)
+    model = LeanBertForMaskedLM(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or missing:
+        raise CheckpointError(f"{folder}: weights do not map onto leanbert (missing {missing}, unexpected {unexpected})")
+    return model.eval()
+
+
+def convert_ultrafastbert(src: str | os.PathLike, out: str | os.PathLike) -> LeanBertForMaskedLM:
+    model = load_ultrafastbert(src)
+    with atomic_directory(out) as tmp:
+        model.save_pretrained(tmp)
+        try:
+            from transformers import AutoTokenizer
+
+            AutoTokenizer.from_pretrained(_local_folder(src)).save_pretrained(tmp)
+        except (OSError, ValueError):
+            pass  # weights-only source: the user brings the tokenizer
+    return model
