@@ -1,0 +1,34 @@
+"""The command line: subcommands exist, and errors are one line on stderr with exit code 2."""
+
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from leanbert.cli import main
+
+
+def test_tokenizer_train_cli_makes_a_loadable_wordpiece_tokenizer(tmp_path, shared_dir):
+    lines = (shared_dir / "data" / "corpus" / "gutenberg_nltk" / "gutenberg_books.txt").read_text().splitlines()[:2000]
+    corpus = tmp_path / "domain.txt"
+    corpus.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "tok"
+    assert main(["tokenizer", "train", "--corpus", str(corpus), "--vocab-size", "1500", str(out)]) == 0
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert 1000 < len(tokenizer) <= 1500
+    ids = tokenizer("Emma Woodhouse, handsome, clever, and rich")["input_ids"]
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    assert tokenizer.unk_token_id not in ids[1:-1]
+
+
+def test_convert_error_is_one_clear_line(tmp_path, capsys):
+    missing = tmp_path / "nothing"
+    missing.mkdir()
+    assert main(["convert", "--from", "ultrafastbert", str(missing), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "config.json" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_source_format(tmp_path, capsys):
+    assert main(["convert", "--from", "gpt2", str(tmp_path), str(tmp_path / "out")]) == 2
+    assert "allowed: ['bert', 'ultrafastbert']" in capsys.readouterr().err
