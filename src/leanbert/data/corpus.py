@@ -49,6 +49,7 @@ TEXT_LAYOUT_SUFFIXES = (".txt",)
 # file suffix -> the `datasets` builder that reads it
 DATA_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
+TOKENIZED_FEATURES = Features({"input_ids": Sequence(Value("int32")), "word_start": Sequence(Value("int8"))})
 BLOCK_FEATURES = Features(
     {
         "input_ids": Sequence(Value("int32")),
@@ -235,6 +236,24 @@ def split_documents(documents: Dataset, validation_fraction: float, seed: int) -
 # --------------------------------------------------------------------------- tokenizing
 
 
+def _map_each_split(
+    data: Dataset | DatasetDict, function, features: Features, **map_kwargs
+) -> Dataset | DatasetDict:
+    """``Dataset.map(batched=True)`` replacing all columns with ``features``, split by split.
+
+    An empty split (e.g. validation_fraction=0) still gets the output columns;
+    ``map`` would return it with none, because the function never runs.
+    """
+    if isinstance(data, DatasetDict):
+        return DatasetDict(
+            {name: _map_each_split(split, function, features, **map_kwargs) for name, split in data.items()}
+        )
+    if len(data) == 0:
+        return Dataset.from_dict({name: [] for name in features}, features=features)
+    return data.map(function, batched=True, remove_columns=data.column_names, features=features, **map_kwargs)
+
+
+
 def _tokenize_batch(batch: dict, tokenizer: PreTrainedTokenizerBase) -> dict:
     # Special tokens are added per block by pack_blocks, not per document.
     encoded = tokenizer(
@@ -269,12 +288,11 @@ def tokenize_documents(
         # datasets forks worker processes; the Rust tokenizer's own thread pool does
         # not survive a fork and each worker already has a core.
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    some_split = documents["train"] if isinstance(documents, DatasetDict) else documents
-    return documents.map(
+    return _map_each_split(
+        documents,
         _tokenize_batch,
-        batched=True,
+        TOKENIZED_FEATURES,
         fn_kwargs={"tokenizer": tokenizer},
-        remove_columns=some_split.column_names,
         num_proc=num_proc,
         desc="Tokenizing documents",
     )
@@ -335,10 +353,10 @@ def pack_blocks(
     for name in ("cls_token_id", "sep_token_id", "pad_token_id"):
         if getattr(tokenizer, name) is None:
             raise ValueError(f"tokenizer has no {name}; BERT blocks need [CLS], [SEP] and [PAD]")
-    some_split = tokenized["train"] if isinstance(tokenized, DatasetDict) else tokenized
-    return tokenized.map(
+    return _map_each_split(
+        tokenized,
         _pack_batch,
-        batched=True,
+        BLOCK_FEATURES,
         with_indices=True,
         fn_kwargs={
             "block_size": block_size,
@@ -347,8 +365,6 @@ def pack_blocks(
             "sep_id": tokenizer.sep_token_id,
             "pad_id": tokenizer.pad_token_id,
         },
-        remove_columns=some_split.column_names,
-        features=BLOCK_FEATURES,
         num_proc=num_proc,
         desc=f"Packing {block_size}-token blocks",
     )
