@@ -264,6 +264,9 @@ def test_tsv_errors_name_file_and_line(tmp_path):
     path = write_tsv(tmp_path / "wnli" / "train.tsv", [header, good, ["1", "a", "b"]])
     with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:3: expected 4 tab-separated columns, got 3"):
         load_glue_task("wnli", tmp_path)
+    path = write_tsv(tmp_path / "wnli" / "train.tsv", [header, good, ["1", "a\tb", "c", "0"]])
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:3: expected 4 tab-separated columns, got 5"):
+        load_glue_task("wnli", tmp_path)
     path = write_tsv(tmp_path / "wnli" / "train.tsv", [header, good, good, ["2", "", "b", "1"]])
     with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:4: empty 'sentence1'"):
         load_glue_task("wnli", tmp_path)

@@ -113,7 +113,7 @@ def _load_text_layout(paths: list[Path], cache_dir: str | None) -> Dataset:
     try:
         return Dataset.from_generator(
             _documents_from_text_files,
-            gen_kwargs={"paths": [str(p) for p in paths], "stamps": stamps},
+            gen_kwargs={"paths": [str(p.resolve()) for p in paths], "stamps": stamps},
             features=Features({"text": Value("string")}),
             cache_dir=cache_dir,
         )
