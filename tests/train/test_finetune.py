@@ -1,0 +1,169 @@
+"""One-task fine-tuning: real (tiny) training on slices of the shared GLUE data, and every check before training."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer, Trainer
+
+from leanbert.data.records import DataError
+from leanbert.modeling.model import LeanBertForMaskedLM
+from leanbert.presets import preset_config
+from leanbert.train.finetune import finetune, load_model_source, resolve_glue_dir
+from leanbert.train.glue_protocols import PROTOCOLS, protocol_settings
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
+TINY = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+
+
+@pytest.fixture(scope="module")
+def glue_dir() -> Path:
+    path = SHARED / "data" / "glue"
+    if not path.is_dir():
+        pytest.skip(f"{path} not present (these tests fine-tune on the shared GLUE files)")
+    return path.resolve()
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, glue_dir) -> Path:
+    """A random 1-layer leanbert MLM checkpoint + the uncased BERT tokenizer, like a pretraining output folder."""
+    folder = tmp_path_factory.mktemp("tiny_model")
+    LeanBertForMaskedLM(preset_config("bert-tiny", **TINY)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(SHARED / "data" / "tokenizers" / "bert-base-uncased").save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if any Trainer starts training."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started although the input was bad")
+
+    monkeypatch.setattr(Trainer, "train", refuse)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_sst2_slice_trains_scores_and_writes_results(tiny_model_dir, glue_dir, tmp_path):
+    out = tmp_path / "sst2"
+    result = finetune(tiny_model_dir, "sst2", glue_dir, out, max_train_samples=64, max_eval_samples=200,
+                      save_predictions=True)
+    assert set(result["metrics"]) == {"accuracy"}
+    assert 0.0 <= result["metrics"]["accuracy"] <= 1.0
+    assert result["main_score"] == result["metrics"]["accuracy"]
+    assert result["train"]["examples"] == 64
+    assert result["train"]["steps"] == 4 * 2  # run_glue: 4 epochs of 64 rows in batches of 32
+    assert math.isfinite(result["train"]["loss"])
+    assert result["evaluation"]["validation"]["examples"] == 200
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["metrics"] == result["metrics"] and on_disk["settings"]["learning_rate"] == 1e-4
+    rows = _read_jsonl(out / "predictions_validation.jsonl")
+    assert len(rows) == 200 and [row["idx"] for row in rows] == list(range(200))
+    assert all(row["prediction"] in (0, 1) and row["prediction_name"] in ("negative", "positive") for row in rows)
+    accuracy = sum(row["prediction"] == row["label"] for row in rows) / len(rows)
+    assert accuracy == pytest.approx(result["metrics"]["accuracy"])
+    assert sorted(p.name for p in out.iterdir()) == ["predictions_validation.jsonl", "results.json"]
+
+
+def test_stsb_is_regression_with_correlations(tiny_model_dir, glue_dir, tmp_path):
+    out = tmp_path / "stsb"
+    result = finetune(tiny_model_dir, "stsb", glue_dir, out, protocol="glue_sane", seed=7, max_train_samples=64,
+                      epochs=2, save_predictions=True, predictions_format="tsv")
+    assert set(result["metrics"]) == {"pearson", "spearmanr"}
+    assert all(-1.0 <= value <= 1.0 for value in result["metrics"].values())
+    assert result["seed"] == 7 and result["settings"]["warmup_ratio"] == 0.1 and result["settings"]["epochs"] == 2
+    lines = (out / "predictions_validation.tsv").read_text().splitlines()
+    assert lines[0] == "idx\tlabel\tprediction" and len(lines) == 1 + 1500
+    _, label, prediction = lines[1].split("\t")
+    assert 0.0 <= float(label) <= 5.0 and math.isfinite(float(prediction))
+
+
+def test_same_seed_gives_the_same_scores(tiny_model_dir, glue_dir, tmp_path):
+    runs = [finetune(tiny_model_dir, "stsb", glue_dir, tmp_path / f"run{i}", seed=3, max_train_samples=32,
+                     max_eval_samples=64, epochs=1)["metrics"] for i in range(2)]
+    assert runs[0] == runs[1]
+
+
+def test_protocols_are_the_documented_settings():
+    run_glue, sane = PROTOCOLS["run_glue"], PROTOCOLS["glue_sane"]
+    assert (run_glue.max_seq_length, run_glue.batch_size, run_glue.learning_rate, run_glue.epochs) == (128, 32, 1e-4, 4)
+    assert sane.epochs <= 5 and sane.seeds == 5
+    with pytest.raises(ValueError, match="at most 5"):
+        protocol_settings("glue_sane", epochs=6)
+    with pytest.raises(ValueError, match="valid protocols: run_glue, glue_sane"):
+        protocol_settings("superglue")
+    with pytest.raises(ValueError, match="unknown setting"):
+        protocol_settings("run_glue", learning_rte=1e-3)
+    with pytest.raises(ValueError, match="max_train_samples"):
+        protocol_settings("run_glue", max_train_samples=0)
+    assert protocol_settings("run_glue", epochs=None).epochs == 4  # None means "not overridden"
+
+
+def test_tokenizer_bigger_than_the_vocab_fails_before_training(tmp_path, glue_dir, no_training):
+    small = tmp_path / "small_vocab"
+    LeanBertForMaskedLM(preset_config("bert-tiny", vocab_size=1000, **TINY)).save_pretrained(small)
+    AutoTokenizer.from_pretrained(SHARED / "data" / "tokenizers" / "bert-base-uncased").save_pretrained(small)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="30522 tokens but the model's vocab_size is 1000"):
+        finetune(small, "sst2", glue_dir, out)
+    assert not out.exists()
+
+
+def test_sequence_longer_than_the_position_table_fails(tiny_model_dir, glue_dir, tmp_path, no_training):
+    with pytest.raises(ValueError, match="max_seq_length 1024 exceeds the model's max_position_embeddings 512"):
+        finetune(tiny_model_dir, "sst2", glue_dir, tmp_path / "out", max_seq_length=1024)
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_folder_problems_name_the_folder(tiny_model_dir, tmp_path):
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", no_weights)
+    with pytest.raises(ValueError, match="no weights found"):
+        load_model_source(no_weights)
+    no_tokenizer = tmp_path / "no_tokenizer"
+    shutil.copytree(tiny_model_dir, no_tokenizer, ignore=shutil.ignore_patterns("tokenizer*"))
+    with pytest.raises(FileNotFoundError, match="pass --tokenizer"):
+        load_model_source(no_tokenizer)
+    source = load_model_source(no_tokenizer, tokenizer=tiny_model_dir)
+    assert len(source.tokenizer) == source.config.vocab_size == 30522
+
+
+def test_task_without_train_split_fails_for_finetune(tiny_model_dir, glue_dir, tmp_path, no_training):
+    with pytest.raises(DataError, match="no train split"):
+        finetune(tiny_model_dir, "qnli", glue_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_line_names_file_and_line_and_leaves_no_output(tiny_model_dir, tmp_path, no_training):
+    data = tmp_path / "data" / "sst2"
+    data.mkdir(parents=True)
+    (data / "train.jsonl").write_text('{"sentence": "good", "label": 1}\n{"sentence": "bad", "label": 1\n')
+    (data / "validation.jsonl").write_text('{"sentence": "fine", "label": 0}\n')
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=r"train\.jsonl:2: not valid JSON"):
+        finetune(tiny_model_dir, "sst2", tmp_path / "data", out)
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.*"))
+
+
+def test_existing_foreign_output_dir_is_not_replaced(tiny_model_dir, glue_dir, tmp_path, no_training):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="holds other files"):
+        finetune(tiny_model_dir, "sst2", glue_dir, precious)
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_data_dir_may_be_the_data_root(glue_dir, tmp_path):
+    assert resolve_glue_dir(glue_dir.parent) == glue_dir.parent / "glue"
+    assert resolve_glue_dir(glue_dir) == glue_dir
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        resolve_glue_dir(tmp_path / "missing")
