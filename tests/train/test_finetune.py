@@ -167,3 +167,26 @@ def test_data_dir_may_be_the_data_root(glue_dir, tmp_path):
     assert resolve_glue_dir(glue_dir) == glue_dir
     with pytest.raises(FileNotFoundError, match="no such folder"):
         resolve_glue_dir(tmp_path / "missing")
+
+
+def test_training_learns_a_keyword_task(tiny_model_dir, tmp_path):
+    """Not only metrics in range: the pipeline must fit a task a 1-layer model can learn (a sentiment keyword)."""
+    import random
+
+    rng = random.Random(0)
+    words = {1: ["great", "wonderful", "superb", "lovely"], 0: ["awful", "terrible", "dreadful", "boring"]}
+    filler = ["the", "film", "was", "plot", "acting", "really", "quite", "and"]
+    data = tmp_path / "data" / "sst2"
+    data.mkdir(parents=True)
+    for split, count in (("train", 128), ("validation", 64)):
+        rows = []
+        for i in range(count):
+            sentence = rng.sample(filler, 4) + [rng.choice(words[i % 2])]
+            rng.shuffle(sentence)
+            rows.append(json.dumps({"sentence": " ".join(sentence), "label": i % 2, "idx": i}) + "\n")
+        (data / f"{split}.jsonl").write_text("".join(rows))
+    # A random encoder starts slowly (tanh pooler, small init), hence the high rate and 10 epochs.
+    result = finetune(tiny_model_dir, "sst2", tmp_path / "data", tmp_path / "out", learning_rate=3e-3, epochs=10,
+                      batch_size=16)
+    assert result["metrics"]["accuracy"] >= 0.95
+    assert result["train"]["loss"] < 0.5
