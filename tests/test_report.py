@@ -10,6 +10,7 @@ import pytest
 
 from leanbert.cli import main
 from leanbert.glue_reference import BERT_HASH_ROWS, ULTRAFASTBERT_ROW
+from leanbert.presets import preset_config
 from leanbert.report import find_glue_results, load_log_history, training_curves, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -108,14 +109,16 @@ def test_glue_table_against_the_seed_rows(tmp_path):
         {"mnli": "no mnli data in /data", "qnli": "missing split(s) train"},
     )
     (run / "glue" / "glue_results.json").write_text(json.dumps(results))
+    preset_config("bert-hash-nano").save_pretrained(run)  # config only: the count needs no weights
     assert find_glue_results(run) == run / "glue" / "glue_results.json"
     text = write_report(run).read_text()
     assert "_No loss, learning-rate or throughput values in the logs._" in text
     ours = next(line for line in text.splitlines() if line.startswith("| **this run**") and "parameters" not in line)
-    assert ours.endswith("| skipped | 0.8100 / 0.7000 | 0.8000 |")  # MNLI skipped, MRPC f1/acc, SST-2
+    assert ours.endswith("| 969,504 | skipped | 0.8100 / 0.7000 | 0.8000 |")  # the published nano count  # MNLI skipped, MRPC f1/acc, SST-2
     for row in BERT_HASH_ROWS:
         assert f"| {row.model} | {row.parameters} |" in text
     assert "| bert-hash-nano | 0.969M | 0.6565 / 0.6670 | 0.8172 / 0.7083 | 0.8131 |" in text
+    assert "| majority class (floor) | 0 | — | 0.8122 / 0.6838 | 0.5092 |" in text
     assert f"| {ULTRAFASTBERT_ROW.model} | 0.8130 | 0.8760 | 0.8970 | 0.8990 | 0.8640 | 0.8750 | 0.6070 | 0.8300 |" in text
     assert "| qnli | — | skipped | missing split(s) train |" in text  # the per-seed table keeps the skips
     assert (run / "report" / "glue.png").read_bytes()[:8] == PNG_MAGIC

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from leanbert.atomic_io import atomic_write_text
-from leanbert.glue_reference import BERT_HASH_ROWS, REPORTED, ULTRAFASTBERT_ROW
+from leanbert.glue_reference import BERT_HASH_ROWS, MAJORITY_CLASS_ROW, REPORTED, ULTRAFASTBERT_ROW
 
 REPORT_FILE = "report.md"
 LOG_HISTORY_JSONL = "log_history.jsonl"
@@ -257,10 +257,13 @@ def glue_comparison_markdown(results: dict, parameters: str = "—") -> list[str
         cell = _cell([_our_median(results, task, m) for m in metrics])
         ours.append(cell if cell != "—" else _task_status(results, task))
     lines.append(f"| {ours_label} | {parameters} | " + " | ".join(ours) + " |")
-    for row in BERT_HASH_ROWS:
+    for row in (*BERT_HASH_ROWS, MAJORITY_CLASS_ROW):
         cells = [_cell([row.scores.get(task, {}).get(m) for m in metrics]) for _, task, metrics in _BERT_HASH_COLUMNS]
         lines.append(f"| {row.model} | {row.parameters} | " + " | ".join(cells) + " |")
     lines += [
+        "",
+        f"The last row is the floor: {MAJORITY_CLASS_ROW.source}. A score at the floor means the model "
+        "learned nothing beyond the label balance (bert-hash-femto's published MRPC row is exactly that).",
         "",
         "### Against UltraFastBERT (seed 001)",
         "",
@@ -312,7 +315,7 @@ def _model_summary(run: Path) -> tuple[str, str]:
 
         with torch.device("meta"):  # shapes only: no memory, no weights read
             model = AutoModel.from_config(AutoConfig.from_pretrained(str(run)))
-        parameters = f"{sum(p.numel() for p in model.parameters()) / 1e6:.3f}M"
+        parameters = f"{sum(p.numel() for p in model.parameters()):,}"
     except Exception:  # an unknown or partial config still gets a report, just no count
         parameters = "—"
     return description, parameters
