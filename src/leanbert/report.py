@@ -2,6 +2,8 @@
 
 Reads what a run folder already holds, tolerating whatever is missing:
 
+* the model's config from ``<run>/`` or ``<run>/final/`` (``leanbert pretrain``'s layout), and its held-out
+  MLM loss/perplexity from ``<run>/metrics.json``;
 * the pretraining log history, from the first of ``<run>/log_history.jsonl`` (one log dict per line;
   an unreadable line, e.g. one cut short by a crash, is skipped and counted), ``<run>/trainer_state.json``,
   or the ``trainer_state.json`` of the run's last ``checkpoint-N/``;
@@ -29,9 +31,10 @@ from pathlib import Path
 
 from leanbert.atomic_io import atomic_write_text
 from leanbert.glue_reference import BERT_HASH_ROWS, MAJORITY_CLASS_ROW, REPORTED, ULTRAFASTBERT_ROW
+from leanbert.train.jsonl_log import LOG_FILE_NAME as LOG_HISTORY_JSONL
+from leanbert.train.pretrain import FINAL_DIR_NAME, METRICS_FILE_NAME
 
 REPORT_FILE = "report.md"
-LOG_HISTORY_JSONL = "log_history.jsonl"
 TRAINER_STATE = "trainer_state.json"
 GLUE_RESULTS = "glue_results.json"
 # Logged throughput, instantaneous first; the Trainer's own key is a running average since the start.
@@ -202,9 +205,10 @@ def _bar_plot(path: Path, title: str, groups: list[str], bars: dict[str, list[fl
 
 
 def find_glue_results(run_dir: str | os.PathLike) -> Path | None:
-    """``<run>/glue_results.json``, else ``<run>/glue/glue_results.json``, else any one level down."""
+    """``<run>/glue_results.json``, ``<run>/glue/``, ``<run>/final/glue/``, else any one level down."""
     run = Path(run_dir)
-    for candidate in (run / GLUE_RESULTS, run / "glue" / GLUE_RESULTS, *sorted(run.glob(f"*/{GLUE_RESULTS}"))):
+    for candidate in (run / GLUE_RESULTS, run / "glue" / GLUE_RESULTS, run / FINAL_DIR_NAME / "glue" / GLUE_RESULTS,
+                      *sorted(run.glob(f"*/{GLUE_RESULTS}"))):
         if candidate.is_file():
             return candidate
     return None
@@ -296,10 +300,11 @@ def _glue_bars(results: dict) -> tuple[list[str], dict[str, list[float | None]]]
 
 
 def _model_summary(run: Path) -> tuple[str, str]:
-    """(one-line description, base-model parameter count) from ``<run>/config.json``; dashes when absent."""
-    config_path = run / "config.json"
+    """(one-line description, base-model parameter count) from ``<run>/config.json`` or ``<run>/final/``."""
+    model_dir = run if (run / "config.json").is_file() else run / FINAL_DIR_NAME
+    config_path = model_dir / "config.json"
     if not config_path.is_file():
-        return "no config.json in the run folder", "—"
+        return f"no config.json in the run folder or its {FINAL_DIR_NAME}/", "—"
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
@@ -314,11 +319,20 @@ def _model_summary(run: Path) -> tuple[str, str]:
         import leanbert  # noqa: F401  (registers model_type "leanbert")
 
         with torch.device("meta"):  # shapes only: no memory, no weights read
-            model = AutoModel.from_config(AutoConfig.from_pretrained(str(run)))
+            model = AutoModel.from_config(AutoConfig.from_pretrained(str(model_dir)))
         parameters = f"{sum(p.numel() for p in model.parameters()):,}"
     except Exception:  # an unknown or partial config still gets a report, just no count
         parameters = "—"
     return description, parameters
+
+
+def _read_json_object(path: Path) -> dict:
+    """A JSON object file's content; {} when absent or unreadable (the report then leaves those rows out)."""
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return content if isinstance(content, dict) else {}
 
 
 def _fmt(value: float | None, spec: str = ".4g") -> str:
@@ -336,6 +350,7 @@ def write_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
     history = load_log_history(run)
     curves = training_curves(history.entries)
     summary = _summary_entry(history.entries)
+    final_metrics = _read_json_object(run / METRICS_FILE_NAME)
 
     lines = [f"# Run report: {run.name}", "", f"- run folder: `{run}`", f"- model: {description}",
              f"- parameters (base model with pooler): {parameters}"]
@@ -363,6 +378,10 @@ def write_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
                            ("num_input_tokens_seen", "tokens seen")):
             if _number(summary.get(key)) is not None:
                 rows.append((label, _fmt(_number(summary[key]), ",.4g")))
+        for key, label in (("eval_loss", f"held-out MLM loss ({METRICS_FILE_NAME})"),
+                           ("eval_perplexity", f"held-out perplexity ({METRICS_FILE_NAME})")):
+            if _number(final_metrics.get(key)) is not None:
+                rows.append((label, _fmt(_number(final_metrics[key]), ",.4g")))
         lines += ["| quantity | value |", "|---|---|"] + [f"| {name} | {value} |" for name, value in rows] + [""]
         plots = [
             ("loss.png", "loss", "loss",

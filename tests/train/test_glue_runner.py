@@ -217,3 +217,24 @@ def test_task_and_seed_parsing():
     assert seed_list([7, 7, 1], default_count=5) == [7, 1]
     with pytest.raises(ValueError, match="seeds must be >= 1"):
         seed_list(0, default_count=5)
+
+
+def test_pretrain_run_folder_to_glue_to_report(tiny_model_dir, glue_dir, tmp_path):
+    """`leanbert glue --model RUN` reads RUN/final, writes RUN/glue; `leanbert report RUN` then shows it."""
+    from leanbert.train.pretrain import FINAL_DIR_NAME
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run / FINAL_DIR_NAME)
+    (run / "log_history.jsonl").write_text("".join(
+        json.dumps({"loss": 10.0 - step, "learning_rate": 1e-3, "tokens_per_second": 5000.0, "step": step}) + "\n"
+        for step in range(1, 6)))
+    (run / "metrics.json").write_text(json.dumps({"eval_loss": 9.5, "eval_perplexity": 13360.0}))
+    assert main(["glue", "--model", str(run), "--tasks", "sst2,rte", "--data-dir", str(glue_dir), "--seeds", "1",
+                 "--max-train-samples", "32", "--max-eval-samples", "64", "--epochs", "1"]) == 0
+    assert json.loads((run / "glue" / "glue_results.json").read_text())["tasks_done"] == ["sst2"]
+    assert main(["report", str(run)]) == 0
+    text = (run / "report" / "report.md").read_text()
+    assert "| held-out MLM loss (metrics.json) | 9.5 |" in text
+    assert "| 1,002,816 | not run | not run |" in text  # tiny model's count; MNLI and MRPC were not requested
+    assert "| rte | — | skipped |" in text
+    assert (run / "report" / "loss.png").is_file() and (run / "report" / "glue.png").is_file()

@@ -1,7 +1,7 @@
 """Fine-tune one encoder on one GLUE task with ``transformers.Trainer``, and score it.
 
 The model is any checkpoint ``AutoModelForSequenceClassification`` can load: a leanbert
-pretraining output folder (MLM weights + tokenizer; the pooler and classifier start random), any
+pretraining run folder (its ``final/`` MLM weights + tokenizer; the pooler and classifier start random), any
 BERT-family folder, or a hub name. The head gets the task's labels (``num_labels`` 1 and
 ``problem_type="regression"`` for stsb), then ``Trainer`` trains it with the protocol's settings
 and predicts every validation split, scored by :mod:`leanbert.data.glue_metrics`.
@@ -44,6 +44,7 @@ from leanbert.data.glue_metrics import MAIN_SCORE_KEY, make_compute_metrics
 from leanbert.data.records import DataError
 from leanbert.local_data import find_data_root
 from leanbert.tokenizer import check_tokenizer_fits, load_tokenizer
+from leanbert.train.pretrain import FINAL_DIR_NAME
 from leanbert.train.glue_protocols import FinetuneSettings, protocol_settings
 
 RESULTS_FILE = "results.json"
@@ -69,6 +70,20 @@ def resolve_glue_dir(data_dir: str | os.PathLike | None) -> Path | None:
     if root is not None and (root / "glue").is_dir():
         return root / "glue"
     return None
+
+
+def resolve_model_dir(model: str | os.PathLike) -> tuple[str, Path | None]:
+    """(the checkpoint to load, the local folder our outputs go beside, if any).
+
+    A ``leanbert pretrain`` run folder keeps its model in ``final/``: given the run folder, the
+    model is loaded from ``final/`` while results default to ``<run>/glue``, where the report looks.
+    """
+    path = Path(model)
+    if not path.is_dir():
+        return str(model), None
+    if not (path / "config.json").is_file() and (path / FINAL_DIR_NAME / "config.json").is_file():
+        return str(path / FINAL_DIR_NAME), path
+    return str(path), path
 
 
 def check_output_dir(output_dir: str | os.PathLike, marker: str) -> Path:
@@ -308,11 +323,12 @@ def finetune_task(source: ModelSource, data: TaskData, settings: FinetuneSetting
 # --------------------------------------------------------------------------- one task, end to end
 
 
-def default_output_dir(model: str, leaf: str) -> Path:
-    """``<model folder>/<leaf>`` for a local model (next to the run it belongs to), else ``runs/<leaf>/<name>``."""
-    if Path(model).is_dir():
-        return Path(model) / leaf
-    return Path("runs") / leaf / model.replace("/", "__")
+def default_output_dir(model: str | os.PathLike, leaf: str) -> Path:
+    """``<run or model folder>/<leaf>`` for a local model (next to the run it belongs to), else ``runs/<leaf>/<name>``."""
+    name, run = resolve_model_dir(model)
+    if run is not None:
+        return run / leaf
+    return Path("runs") / leaf / name.replace("/", "__")
 
 
 def finetune(model: str | os.PathLike, task: str, data_dir: str | os.PathLike | None = None,
@@ -327,9 +343,9 @@ def finetune(model: str | os.PathLike, task: str, data_dir: str | os.PathLike | 
     folder is left as it was. Returns the results dict.
     """
     settings = protocol_settings(protocol, **overrides)
-    source = load_model_source(model, tokenizer, settings.max_seq_length)
+    source = load_model_source(resolve_model_dir(model)[0], tokenizer, settings.max_seq_length)
     glue_dir = resolve_glue_dir(data_dir)
-    out = check_output_dir(output_dir or default_output_dir(str(model), f"finetune/{get_task(task).name}"),
+    out = check_output_dir(output_dir or default_output_dir(model, f"finetune/{get_task(task).name}"),
                            RESULTS_FILE)
     data = prepare_task(task, glue_dir, source.tokenizer, settings)
     if log:

@@ -33,6 +33,7 @@ from leanbert.train.finetune import (
     load_model_source,
     prepare_task,
     resolve_glue_dir,
+    resolve_model_dir,
 )
 from leanbert.train.glue_protocols import PROTOCOL_SOURCES, protocol_settings
 
@@ -98,9 +99,10 @@ def run_glue(model_dir: str | os.PathLike, tasks: str | Iterable[str] | None = N
 
     ``data_dir``: a folder of ``<task>/{train,validation}.jsonl`` or GLUE TSV folders (or a data root
     with ``glue/``); None finds the local data, else uses the hub. ``seeds``: a count or explicit
-    seeds (default: the protocol's count). ``overrides``: :class:`FinetuneSettings` fields such as
+    seeds (default: the protocol's count). ``model_dir`` may be a ``leanbert pretrain`` run folder
+    (the model is read from its ``final/``). ``overrides``: :class:`FinetuneSettings` fields such as
     ``epochs``, ``max_seq_length``, ``max_train_samples``. ``output_dir`` defaults to
-    ``<model_dir>/glue`` for a local model. Raises before any training on bad input.
+    ``<model_dir>/glue`` for a local model or run folder. Raises before any training on bad input.
     """
     log = log or (lambda message: None)
     settings = protocol_settings(protocol, **overrides)
@@ -108,8 +110,8 @@ def run_glue(model_dir: str | os.PathLike, tasks: str | Iterable[str] | None = N
     run_seeds = seed_list(seeds, settings.seeds, first_seed)
     glue_dir = resolve_glue_dir(data_dir)
     present, skipped = available_tasks(glue_dir, requested)
-    source = load_model_source(model_dir, tokenizer, settings.max_seq_length)
-    out = check_output_dir(output_dir or default_output_dir(str(model_dir), "glue"), RESULTS_JSON)
+    source = load_model_source(resolve_model_dir(model_dir)[0], tokenizer, settings.max_seq_length)
+    out = check_output_dir(output_dir or default_output_dir(model_dir, "glue"), RESULTS_JSON)
 
     # Every present task is parsed and tokenized before the first step, so a bad line in the last
     # task fails in seconds instead of after hours of training on the first ones.
