@@ -197,3 +197,24 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path, monkeypatch):
 
 def test_recipe_error_is_a_value_error():
     assert issubclass(RecipeError, ValueError)
+
+
+def test_save_total_limit_rotates_published_checkpoints(tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path, training={"max_steps": 10, "save_steps": 5, "save_total_limit": 1}))
+    run_pretraining(recipe)
+    out = Path(recipe.output_dir)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-10"]
+    assert not (out / ".staging").exists()
+
+
+def test_publish_directory_replaces_an_existing_folder_whole(tmp_path):
+    from leanbert.train.atomic_checkpoint import publish_directory
+
+    staged, final = tmp_path / "staged", tmp_path / "checkpoint-3"
+    staged.mkdir()
+    (staged / "new.txt").write_text("new")
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    publish_directory(staged, final)
+    assert [p.name for p in final.iterdir()] == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-3"]

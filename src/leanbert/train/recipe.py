@@ -148,9 +148,6 @@ class Recipe:
     distill: DistillSection | None = None
     tree: dict = field(default_factory=dict)
 
-    def where(self) -> str:
-        return str(self.path)
-
 
 def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), kind: str = "pretrain") -> Recipe:
     """Read, override and validate a recipe. `kind` is "pretrain" or "distill" (which allows `distill:`)."""
@@ -300,6 +297,8 @@ def _require_choice(path: Path, key: str, value: str, allowed: tuple[str, ...]) 
 
 
 def _check_data_values(data: DataSection, path: Path) -> None:
+    if data.corpus == []:
+        raise RecipeError(f"{path}: 'data.corpus' is an empty list; give a path or hub name, or null for the default")
     if data.block_size < 3:
         raise RecipeError(f"{path}: 'data.block_size'={data.block_size}; allowed: >= 3 ([CLS], a token, [SEP])")
     if not 0.0 <= data.validation_fraction < 1.0:
@@ -334,10 +333,7 @@ def corpus_sources(recipe: Recipe, data_root: Path | None) -> list[str]:
             if all(folder.is_dir() for folder in local):
                 return [str(folder) for folder in local]
         return [DEFAULT_HUB_CORPUS[0]]
-    entries = [corpus] if isinstance(corpus, str) else list(corpus)
-    if not entries:
-        raise RecipeError(f"{recipe.path}: 'data.corpus' is an empty list")
-    return entries
+    return [corpus] if isinstance(corpus, str) else list(corpus)
 
 
 def corpus_config_name(recipe: Recipe) -> str | None:
