@@ -39,6 +39,8 @@ class LeanBertPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _no_split_modules = ["LeanBertLayer"]
     _can_record_outputs = {"hidden_states": LeanBertLayer}
+    # our losses are plain means: Trainer must not pass num_items_in_batch or skip its own scaling
+    accepts_loss_kwargs = False
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):

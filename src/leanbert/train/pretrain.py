@@ -186,13 +186,6 @@ def build_collator(plan: RunPlan) -> SeededMasking:
 class PretrainTrainer(NonFiniteGuardMixin, AtomicCheckpointMixin, Trainer):
     """Trainer with atomic checkpoints, the NaN/inf stop, fixed evaluation masks and perplexity."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # LeanBertForMaskedLM.forward takes **kwargs but averages its loss over the batch's own masked
-        # tokens and ignores num_items_in_batch. Left True, Trainer would skip the division by the
-        # gradient-accumulation steps and multiply the loss by the DDP world size.
-        self.model_accepts_loss_kwargs = False
-
     def evaluate(self, *args, **kwargs):
         masking = self.data_collator
         context = masking.evaluation() if isinstance(masking, SeededMasking) else contextlib.nullcontext()
