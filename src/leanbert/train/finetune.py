@@ -217,7 +217,10 @@ def _training_arguments(settings: FinetuneSettings, seed: int, work_dir: Path) -
         # rarely wanted and cost disk per seed (--save-model keeps the final one).
         save_strategy="no",
         eval_strategy="no",
-        logging_strategy="no",
+        # Ten progress lines per run (a float < 1 is a fraction of the steps); they also land in
+        # results.json's log_history, which `leanbert report` can plot.
+        logging_strategy="steps",
+        logging_steps=0.1,
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
@@ -315,6 +318,7 @@ def finetune_task(source: ModelSource, data: TaskData, settings: FinetuneSetting
             "runtime_s": float(train_metrics.get("train_runtime", math.nan)),
             "samples_per_second": float(train_metrics.get("train_samples_per_second", math.nan)),
         },
+        "log_history": trainer.state.log_history,
     }
     atomic_write_json(run_dir / RESULTS_FILE, result)
     return result
