@@ -56,6 +56,12 @@ def route_from_logits(logits: torch.Tensor, depth: int) -> torch.Tensor:
     return torch.stack(path, dim=2)
 
 
+def _kernel_accepts(*tensors: torch.Tensor | None) -> bool:
+    """The kernels are compiled for float32 on CPU, and cannot run in a fork of a process that used them."""
+    present = [t for t in tensors if t is not None]
+    return fff_kernel.usable() and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in present)
+
+
 class FastFeedForward(nn.Module):
     """UltraFastBERT's FFF layer: `trees` trees of depth `depth` over (..., width) inputs.
 
@@ -140,8 +146,8 @@ class FastFeedForward(nn.Module):
 
     def _kernel_forward(self, x: torch.Tensor) -> torch.Tensor:
         w_in, b_in, w_out = self.linear_in.weight, self.linear_in.bias, self.linear_out.weight
-        if x.device.type != "cpu" or not all(t is None or t.dtype == torch.float32 for t in (x, w_in, b_in, w_out)):
-            return self.gather_forward(x)  # the kernels are compiled for float32 on CPU only
+        if not _kernel_accepts(x, w_in, b_in, w_out):
+            return self.gather_forward(x)
         x = x.contiguous()
         w_out_t = self._output_rows()
         needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w_in, b_in, w_out))
@@ -176,7 +182,7 @@ class FastFeedForward(nn.Module):
         """Nodes visited by each token: (..., W) -> (T, K, D+1) int64 node ids (per tree), root first."""
         x = x.reshape(-1, self.width)
         w_in, b_in = self.linear_in.weight, self.linear_in.bias
-        if self._resolved_impl == "kernel" and x.device.type == "cpu" and x.dtype == w_in.dtype == torch.float32:
+        if self._resolved_impl == "kernel" and _kernel_accepts(x, w_in, b_in):
             rows, _ = fff_kernel.route(x.contiguous(), w_in, b_in, self.depth, self.trees)
             roots = torch.arange(self.trees).unsqueeze(1) * self.n_nodes  # (K, 1)
             return rows.view(-1, self.trees, self.depth + 1) - roots

@@ -21,13 +21,15 @@ D = 11). Memory: the routing record, (T, V) row ids and (T, V) logits; the backw
 
 The kernels are numba-compiled (and cached on disk) and parallel over tokens, except the
 weight-gradient kernel, which is parallel over column blocks so that threads never write the
-same memory and the sum over tokens keeps a fixed order (bitwise reproducible). GELU and its
-derivative are left to PyTorch between the kernels: they are vectorised there, and using the
-same functions as the reference keeps the activation values identical for identical logits.
-Only float32 is compiled.
+same memory and the sum over tokens keeps a fixed order (bitwise reproducible). The forward
+GELU uses libm's erf in float64 (within 1 ulp of PyTorch's float32 GELU); the backward takes
+GELU' from PyTorch's own gelu_backward. Only float32 is compiled.
 """
 
 from __future__ import annotations
+
+import math
+import os
 
 import numba
 import numpy as np
@@ -100,76 +102,101 @@ def _add1(y, c, r):
         y[j] += c * r[j]
 
 
-@njit(parallel=True, cache=True)
-def _route_kernel(x, w_in, b_in, n_nodes, n_levels, rows, logits):
-    """Descend every tree for every token.
+@njit(cache=True)
+def _gelu(logit):
+    """GELU(l) = l Phi(l) = l (1 + erf(l / sqrt 2)) / 2, evaluated in float64, rounded to float32."""
+    return np.float32(0.5 * logit * (1.0 + math.erf(logit * 0.7071067811865476)))
 
-    x (T, W); w_in (K N, W); b_in (K N,) -> rows (T, K L) int64, logits (T, K L) float32,
-    column k L + d holding tree k, level d.
-    """
-    n_tokens = x.shape[0]
+
+@njit(cache=True)
+def _descend4(x, w_in, b_in, t0, t1, t2, t3, n_nodes, n_levels, rows, logits):
+    """Walk every tree for tokens t0..t3, writing rows[t, v] and logits[t, v] (v = k L + d)."""
     n_trees = rows.shape[1] // n_levels
     # Four tokens walk in lockstep: each level's row address depends on the previous dot
     # product, so a lone token stalls on that latency; four independent chains hide it.
+    for k in range(n_trees):
+        root = k * n_nodes
+        n0 = n1 = n2 = n3 = 0
+        for d in range(n_levels):
+            r0 = root + n0
+            r1 = root + n1
+            r2 = root + n2
+            r3 = root + n3
+            l0, l1, l2, l3 = _dot4(x[t0], w_in[r0], x[t1], w_in[r1], x[t2], w_in[r2], x[t3], w_in[r3])
+            l0 += b_in[r0]
+            l1 += b_in[r1]
+            l2 += b_in[r2]
+            l3 += b_in[r3]
+            v = k * n_levels + d
+            rows[t0, v] = r0
+            rows[t1, v] = r1
+            rows[t2, v] = r2
+            rows[t3, v] = r3
+            logits[t0, v] = l0
+            logits[t1, v] = l1
+            logits[t2, v] = l2
+            logits[t3, v] = l3
+            # strictly positive goes right; 0 (and NaN) goes left, as in the reference
+            n0 = 2 * n0 + (2 if l0 > 0 else 1)
+            n1 = 2 * n1 + (2 if l1 > 0 else 1)
+            n2 = 2 * n2 + (2 if l2 > 0 else 1)
+            n3 = 2 * n3 + (2 if l3 > 0 else 1)
+
+
+@njit(cache=True)
+def _combine_row(y, src, r, c):
+    """y = sum_v c[v] src[r[v]]:  y (W,), src (R, W), r (V,) int64, c (V,)."""
+    n_visits = r.shape[0]
+    v = 0
+    if n_visits >= 4:
+        _set4(y, c[0], src[r[0]], c[1], src[r[1]], c[2], src[r[2]], c[3], src[r[3]])
+        v = 4
+    else:
+        y[:] = 0
+    # four rows per pass: y is read and written once per four rows, not once per row
+    while v + 4 <= n_visits:
+        _add4(y, c[v], src[r[v]], c[v + 1], src[r[v + 1]], c[v + 2], src[r[v + 2]], c[v + 3], src[r[v + 3]])
+        v += 4
+    while v < n_visits:
+        _add1(y, c[v], src[r[v]])
+        v += 1
+
+
+@njit(parallel=True, cache=True)
+def _route_kernel(x, w_in, b_in, n_nodes, n_levels, rows, logits):
+    """x (T, W); w_in (K N, W); b_in (K N,) -> rows (T, K L) int64, logits (T, K L) float32."""
+    n_tokens = x.shape[0]
+    for group in prange((n_tokens + 3) // 4):
+        t0 = 4 * group  # a short last group repeats its last token
+        _descend4(x, w_in, b_in, t0, min(t0 + 1, n_tokens - 1), min(t0 + 2, n_tokens - 1), min(t0 + 3, n_tokens - 1),
+                  n_nodes, n_levels, rows, logits)
+
+
+@njit(parallel=True, cache=True)
+def _forward_kernel(x, w_in, b_in, w_out_t, n_nodes, n_levels, rows, logits, act, y):
+    """Route, activate and combine in one pass, four tokens at a time.
+
+    x (T, W); w_in, w_out_t (K N, W); b_in (K N,) -> rows (T, V) int64, logits, act (T, V), y (T, W).
+    One pass keeps each token's x and y rows in cache between routing and output (measured
+    ~25% faster than three separate passes at T = 8192, W = 768, D = 11).
+    """
+    n_tokens = x.shape[0]
+    n_visits = rows.shape[1]
     for group in prange((n_tokens + 3) // 4):
         t0 = 4 * group
-        t1 = min(t0 + 1, n_tokens - 1)  # a short last group repeats its last token
-        t2 = min(t0 + 2, n_tokens - 1)
-        t3 = min(t0 + 3, n_tokens - 1)
-        for k in range(n_trees):
-            root = k * n_nodes
-            n0 = n1 = n2 = n3 = 0
-            for d in range(n_levels):
-                r0 = root + n0
-                r1 = root + n1
-                r2 = root + n2
-                r3 = root + n3
-                l0, l1, l2, l3 = _dot4(x[t0], w_in[r0], x[t1], w_in[r1], x[t2], w_in[r2], x[t3], w_in[r3])
-                l0 += b_in[r0]
-                l1 += b_in[r1]
-                l2 += b_in[r2]
-                l3 += b_in[r3]
-                v = k * n_levels + d
-                rows[t0, v] = r0
-                rows[t1, v] = r1
-                rows[t2, v] = r2
-                rows[t3, v] = r3
-                logits[t0, v] = l0
-                logits[t1, v] = l1
-                logits[t2, v] = l2
-                logits[t3, v] = l3
-                # strictly positive goes right; 0 (and NaN) goes left, as in the reference
-                n0 = 2 * n0 + (2 if l0 > 0 else 1)
-                n1 = 2 * n1 + (2 if l1 > 0 else 1)
-                n2 = 2 * n2 + (2 if l2 > 0 else 1)
-                n3 = 2 * n3 + (2 if l3 > 0 else 1)
+        _descend4(x, w_in, b_in, t0, min(t0 + 1, n_tokens - 1), min(t0 + 2, n_tokens - 1), min(t0 + 3, n_tokens - 1),
+                  n_nodes, n_levels, rows, logits)
+        for t in range(t0, min(t0 + 4, n_tokens)):
+            for v in range(n_visits):
+                act[t, v] = _gelu(logits[t, v])
+            _combine_row(y[t], w_out_t, rows[t], act[t])
 
 
 @njit(parallel=True, cache=True)
 def _combine_rows_kernel(src, rows, coef, out):
-    """out[t] = sum_v coef[t, v] * src[rows[t, v]].
-
-    src (R, W); rows (T, V) int64; coef (T, V) -> out (T, W). Serves both the forward output
-    (src = w_out_t, coef = GELU(l)) and the input gradient (src = w_in, coef = g_l).
-    """
-    n_visits = rows.shape[1]
+    """out[t] = sum_v coef[t, v] * src[rows[t, v]]:  src (R, W), rows/coef (T, V) -> out (T, W)."""
     for t in prange(out.shape[0]):
-        r = rows[t]
-        c = coef[t]
-        y = out[t]
-        v = 0
-        if n_visits >= 4:
-            _set4(y, c[0], src[r[0]], c[1], src[r[1]], c[2], src[r[2]], c[3], src[r[3]])
-            v = 4
-        else:
-            y[:] = 0
-        # four rows per pass: y is read and written once per four rows, not once per row
-        while v + 4 <= n_visits:
-            _add4(y, c[v], src[r[v]], c[v + 1], src[r[v + 1]], c[v + 2], src[r[v + 2]], c[v + 3], src[r[v + 3]])
-            v += 4
-        while v < n_visits:
-            _add1(y, c[v], src[r[v]])
-            v += 1
+        _combine_row(out[t], src, rows[t], coef[t])
 
 
 @njit(parallel=True, cache=True)
@@ -216,11 +243,25 @@ def _weight_grads_kernel(x, g, rows, g_logit, act, n_blocks, grad_w_in, grad_w_o
                 _add1(grad_w_out_t[r, c0:c1], act[t, v], gs)
 
 
+# The process that started numba's thread pool, and the pool's kind. A GNU OpenMP pool does not
+# survive fork(): a child that launches a kernel is killed ("fork() called from a process already
+# using GNU OpenMP"), e.g. a DataLoader worker. Such children must use another path.
+_pool_owner: tuple[int, str] | None = None
+
+
+def usable() -> bool:
+    """Whether this process may launch the kernels (False in a fork of a process that has)."""
+    return _pool_owner is None or _pool_owner[0] == os.getpid() or _pool_owner[1] != "omp"
+
+
 def _use_torch_threads() -> int:
     """Run numba's parallel loops on as many threads as PyTorch uses (capped by numba's pool)."""
+    global _pool_owner
     n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     if numba.get_num_threads() != n:
         numba.set_num_threads(n)
+    if _pool_owner is None:  # get_num_threads() above has started the pool
+        _pool_owner = (os.getpid(), numba.threading_layer())
     return n
 
 
@@ -256,31 +297,43 @@ def combine_rows(src: torch.Tensor, rows: torch.Tensor, coef: torch.Tensor) -> t
 
 
 def forward(x, w_in, b_in, w_out_t, depth: int, trees: int):
-    """y (T, W) plus what the backward needs: rows, logits, activations (each (T, K (D+1)))."""
-    rows, logits = route(x, w_in, b_in, depth, trees)
-    act = F.gelu(logits)
-    return combine_rows(w_out_t, rows, act), rows, logits, act
+    """y (T, W) plus what the backward needs: rows, logits and activations, each (T, K (D+1))."""
+    n_levels = depth + 1
+    if b_in is None:
+        b_in = w_in.new_zeros(w_in.shape[0])
+    rows = torch.empty(x.shape[0], trees * n_levels, dtype=torch.int64)
+    logits = torch.empty(x.shape[0], trees * n_levels, dtype=torch.float32)
+    act = torch.empty_like(logits)
+    y = torch.empty(x.shape[0], x.shape[1], dtype=torch.float32)
+    if x.shape[0]:
+        _use_torch_threads()
+        _forward_kernel(
+            _as_array(x), _as_array(w_in), _as_array(b_in), _as_array(w_out_t), 2**n_levels - 1, n_levels,
+            rows.numpy(), logits.numpy(), act.numpy(), y.numpy(),
+        )
+    return y, rows, logits, act
 
 
-def backward(grad_y, x, w_in, w_out_t, rows, logits, act, has_bias: bool):
-    """Gradients for x (T, W), w_in (R, W), b_in (R,) or None and w_out_t (R, W)."""
+def backward(grad_y, x, w_in, w_out_t, rows, logits, act, has_bias: bool, need_x: bool = True, need_weights: bool = True):
+    """Gradients for x (T, W), w_in (R, W), b_in (R,) and w_out_t (R, W); None where not needed."""
     grad_y = grad_y.contiguous()
     n_threads = _use_torch_threads()
     g_act = torch.empty_like(logits)
     if rows.shape[0]:
         _row_dots_kernel(_as_array(grad_y), _as_array(w_out_t), rows.numpy(), g_act.numpy())
     g_logit = torch.ops.aten.gelu_backward(g_act, logits)  # GELU'(l) * g_act, as autograd does
-    grad_x = combine_rows(w_in, rows, g_logit)
-    grad_w_in = torch.zeros_like(w_in)
-    grad_w_out_t = torch.zeros_like(w_out_t)
-    if rows.shape[0]:
-        _weight_grads_kernel(
-            _as_array(x), _as_array(grad_y), rows.numpy(), g_logit.numpy(), _as_array(act),
-            n_threads, grad_w_in.numpy(), grad_w_out_t.numpy(),
-        )
-    grad_b_in = None
-    if has_bias:
-        grad_b_in = torch.zeros(w_in.shape[0], dtype=w_in.dtype).index_add_(0, rows.reshape(-1), g_logit.reshape(-1))
+    grad_x = combine_rows(w_in, rows, g_logit) if need_x else None
+    grad_w_in = grad_w_out_t = grad_b_in = None
+    if need_weights:
+        grad_w_in = torch.zeros_like(w_in)
+        grad_w_out_t = torch.zeros_like(w_out_t)
+        if rows.shape[0]:
+            _weight_grads_kernel(
+                _as_array(x), _as_array(grad_y), rows.numpy(), g_logit.numpy(), _as_array(act),
+                n_threads, grad_w_in.numpy(), grad_w_out_t.numpy(),
+            )
+        if has_bias:
+            grad_b_in = torch.zeros(w_in.shape[0], dtype=w_in.dtype).index_add_(0, rows.reshape(-1), g_logit.reshape(-1))
     return grad_x, grad_w_in, grad_b_in, grad_w_out_t
 
 
@@ -302,6 +355,10 @@ class FFFKernelFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         x, w_in, w_out_t, rows, logits, act = ctx.saved_tensors
-        grad_x, grad_w_in, grad_b_in, grad_w_out_t = backward(grad_y, x, w_in, w_out_t, rows, logits, act, ctx.has_bias)
+        need = ctx.needs_input_grad  # (x, w_in, b_in, w_out, ...)
+        grad_x, grad_w_in, grad_b_in, grad_w_out_t = backward(
+            grad_y, x, w_in, w_out_t, rows, logits, act, ctx.has_bias, need_x=need[0], need_weights=any(need[1:4])
+        )
         # (R, W) -> (W, R) view; autograd copies it into the parameter's layout when it accumulates
-        return grad_x, grad_w_in, grad_b_in, grad_w_out_t.t(), None, None, None
+        grad_w_out = grad_w_out_t.t() if grad_w_out_t is not None else None
+        return grad_x, grad_w_in, grad_b_in, grad_w_out, None, None, None
