@@ -35,6 +35,8 @@ def test_round_trips_through_json_and_autoconfig(tmp_path):
         (dict(embedding_type="hash", hash_projections=0), "hash_projections", "positive"),
         (dict(norm_scheme="sandwich"), "norm_scheme", "'pre'"),
         (dict(position_embedding_type="rotary"), "position_embedding_type", "'absolute'"),
+        (dict(ffn_type="fff", fff_depth=-1), "fff_depth", "0 to 20"),
+        (dict(ffn_type="fff", fff_trees=0), "fff_trees", "positive"),
     ],
 )
 def test_invalid_configs_name_field_value_and_allowed(kwargs, field, allowed):

@@ -27,6 +27,18 @@ def test_reference_presets():
             bort.vocab_size) == (4, 8, 1024, 768, 50265)
 
 
+def test_ultrafastbert_preset_is_crammed_bert_with_one_depth_11_tree():
+    config = preset_config("ultrafastbert-1x11")
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads) == (16, 768, 12)
+    assert (config.ffn_type, config.fff_trees, config.fff_depth) == ("fff", 1, 11)
+    assert (config.norm_scheme, config.use_bias, config.final_norm) == ("pre", False, True)
+    assert config.position_embedding_type == "scaled_sinusoidal" and config.pooler_type == "avg"
+    counts = count_parameters(config)
+    fff_per_layer = 4095 * 768 + 4095 + 768 * 4095  # linear_in (+bias), linear_out
+    attention_per_layer = 4 * 768 * 768 + 4 * 768  # qkv + output (no biases), two LayerNorms
+    assert counts["non_embedding"] == 16 * (fff_per_layer + attention_per_layer) + 2 * 768 + 768 * 768 + 768
+
+
 def test_hash_mlm_head_is_tied_and_factorised():
     config = preset_config("bert-hash-nano")
     counts = count_parameters(config)

@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 from leanbert.config import LeanBertConfig
 
 _TINY = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512)
+# crammedBERT's backbone (UltraFastBERT's): pre-LN, no dense biases, scaled-sinusoidal positions,
+# normalised embedding, final norm, tied decoder without bias or head transform, average-pool head.
+CRAMMED_BACKBONE = dict(norm_scheme="pre", use_bias=False, position_embedding_type="scaled_sinusoidal",
+                        embedding_norm=True, final_norm=True, mlm_head_transform=False, mlm_decoder_bias=False,
+                        pooler_type="avg", type_vocab_size=0)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,12 @@ PRESETS: dict[str, Preset] = {
                     intermediate_size=768, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1),
                "the seed's table says 56M total / 39M embeddings; a 50,265 x 1024 table alone is 51.5M, "
                "so our exact count is higher (see `leanbert presets`)"),
+        Preset("ultrafastbert-1x11", "UltraFastBERT seed 001 (pbelcak/UltraFastBERT-1x11-long; arXiv 2311.10770), "
+               "crammedBERT backbone per training/cramming/config/arch/crammed-bert-fff.yaml",
+               dict(CRAMMED_BACKBONE, vocab_size=32768, hidden_size=768, num_hidden_layers=16,
+                    num_attention_heads=12, max_position_embeddings=128, ffn_type="fff", fff_depth=11,
+                    fff_trees=1),
+               "1 tree of depth 11 per layer: 4,095 neurons, 12 used per token"),
     ]
 }
 

@@ -31,7 +31,8 @@ def tiny_config(**overrides) -> LeanBertConfig:
 
 COMPONENTS = [dict(), dict(embedding_type="hash", hash_projections=4),
               dict(norm_scheme="pre", final_norm=True, use_bias=False, position_embedding_type="scaled_sinusoidal",
-                   pooler_type="avg", mlm_head_transform=False, mlm_decoder_bias=False)]
+                   pooler_type="avg", mlm_head_transform=False, mlm_decoder_bias=False),
+              dict(embedding_type="hash", hash_projections=4, ffn_type="fff", fff_depth=3, fff_trees=2)]
 
 
 def batch():
