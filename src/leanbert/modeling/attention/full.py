@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from leanbert.config import LeanBertConfig
+from leanbert.modeling.packed_linear import PackedLinear
 from leanbert.modeling.registry import ATTENTION
 from leanbert.modeling.token_layout import TokenLayout
 
@@ -27,8 +28,8 @@ class FullAttention(nn.Module):
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.use_bias)
-        self.output = nn.Linear(config.hidden_size, config.hidden_size, bias=config.use_bias)
+        self.qkv = PackedLinear(config.hidden_size, 3 * config.hidden_size, bias=config.use_bias)
+        self.output = PackedLinear(config.hidden_size, config.hidden_size, bias=config.use_bias)
         self.dropout_p = config.attention_probs_dropout_prob
 
     def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:

@@ -11,6 +11,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from leanbert.config import LeanBertConfig
+from leanbert.modeling.packed_linear import PackedLinear
 from leanbert.modeling.registry import FFN
 
 
@@ -20,9 +21,11 @@ class DenseFeedForward(nn.Module):
 
     def __init__(self, config: LeanBertConfig):
         super().__init__()
-        self.intermediate = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.use_bias)
-        self.act = ACT2FN[config.hidden_act]
-        self.output = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.use_bias)
+        fused = "gelu" if config.hidden_act == "gelu" else None  # exact GELU runs in the GEMM epilogue
+        self.intermediate = PackedLinear(config.hidden_size, config.intermediate_size, bias=config.use_bias,
+                                         activation=fused)
+        self.act = nn.Identity() if fused else ACT2FN[config.hidden_act]
+        self.output = PackedLinear(config.intermediate_size, config.hidden_size, bias=config.use_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.output(self.act(self.intermediate(x)))  # (..., H) -> (..., I) -> (..., H)

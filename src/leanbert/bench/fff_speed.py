@@ -1,0 +1,75 @@
+"""`leanbert bench fff`: UltraFastBERT's fast feed-forward against the dense feed-forward it replaces.
+
+(a) layer inference: FFF (width 768, depth 11, 1 tree; numba kernel) vs transformers-style dense FF
+    (768 -> 3072 -> 768, GELU) on the same 8,192 tokens; a plain-PyTorch gather FFF for context.
+(b) layer training step (forward + backward into the input and every parameter), same layers.
+(c) whole-model inference: `ultrafastbert-1x11` vs the same crammedBERT backbone with a dense FF
+    (intermediate 3072), batch 8 x 128, random weights, under inference_mode.
+All runs are interleaved in one process; figures are medians, speedups ratios of medians.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from leanbert.bench.timing import interleaved_medians
+
+
+def _dense_ff(width: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+
+def layer_speed(tokens: int = 8192, width: int = 768, depth: int = 11, trees: int = 1, repeats: int = 7) -> dict:
+    from leanbert.modeling.ffn.fff import FastFeedForward
+
+    torch.manual_seed(0)
+    x = torch.randn(tokens, width)
+    dense, fff = _dense_ff(width), FastFeedForward(width, depth, trees)
+    gather = FastFeedForward(width, depth, trees, impl="gather")
+    gather.load_state_dict(fff.state_dict())
+    with torch.inference_mode():
+        inference = interleaved_medians({
+            "dense": lambda: dense(x), "fff_kernel": lambda: fff(x), "fff_gather": lambda: gather(x),
+        }, repeats=repeats)
+    probe = torch.randn(tokens, width)
+
+    def train_step(layer):
+        def run():
+            inputs = x.clone().requires_grad_(True)
+            layer.zero_grad(set_to_none=True)
+            (layer(inputs) * probe).sum().backward()
+        return run
+
+    training = interleaved_medians({"dense": train_step(dense), "fff_kernel": train_step(fff)}, repeats=repeats)
+    return {
+        "layer_inference_speedup": inference["dense"] / inference["fff_kernel"],
+        "layer_inference_gather_speedup": inference["dense"] / inference["fff_gather"],
+        "layer_training_speedup": training["dense"] / training["fff_kernel"],
+        "layer_inference_seconds": inference,
+        "layer_training_seconds": training,
+        "layer_shape": {"tokens": tokens, "width": width, "depth": depth, "trees": trees},
+    }
+
+
+def model_speed(batch: int = 8, length: int = 128, repeats: int = 5) -> dict:
+    from leanbert.modeling.model import LeanBertModel
+    from leanbert.presets import preset_config
+
+    torch.manual_seed(0)
+    fff_config = preset_config("ultrafastbert-1x11")
+    dense_config = preset_config("ultrafastbert-1x11", ffn_type="dense", intermediate_size=3072)
+    fff_model, dense_model = LeanBertModel(fff_config).eval(), LeanBertModel(dense_config).eval()
+    ids = torch.randint(5, fff_config.vocab_size, (batch, length))
+    with torch.inference_mode():
+        times = interleaved_medians({"dense": lambda: dense_model(ids), "fff": lambda: fff_model(ids)},
+                                    repeats=repeats)
+    return {"model_inference_speedup": times["dense"] / times["fff"], "model_inference_seconds": times,
+            "model_shape": {"preset": "ultrafastbert-1x11", "batch": batch, "length": length}}
+
+
+def run(repeats: int = 5) -> dict:
+    result = {"threads": torch.get_num_threads(), "torch": torch.__version__}
+    result.update(layer_speed(repeats=max(repeats, 5)))
+    result.update(model_speed(repeats=repeats))
+    return result

