@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench bench-quality clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ bench: install
 	$(VENV)/bin/leanbert bench model --out benchmarks/results
 	$(VENV)/bin/leanbert bench pretrain --out benchmarks/results
 	$(VENV)/bin/leanbert bench fff --out benchmarks/results
+
+# the 2-hour CPU quality recipe (pretraining + GLUE); resumable
+bench-quality: install
+	$(PY) benchmarks/quality_nano/run.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
