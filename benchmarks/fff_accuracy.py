@@ -1,0 +1,69 @@
+"""Honest accuracy check for FFF at nano scale (UltraFastBERT issue 12): same budget, three feed-forwards.
+
+On the bert-hash-nano backbone (hidden 128, 2 layers), pretrain with MLM for the same number of
+steps, data, seed and schedule, and compare the held-out MLM loss of:
+
+  fff            1 tree of depth D (2^(D+1)-1 neurons, D+1 used per token)
+  dense-compute  a dense FF with D+1 neurons: the same per-token feed-forward compute
+  dense-params   a dense FF with 2^(D+1)-1 neurons: the same feed-forward parameters
+
+    python benchmarks/fff_accuracy.py [--depth 8] [--steps 600] [--out runs/fff_accuracy]
+
+Writes benchmarks/results/fff_accuracy.{json,md}. The numbers are reported as they come out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    import json
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    import leanbert  # noqa: F401
+    from leanbert.bench.results import write_results
+    from leanbert.train.pretrain import run_pretraining
+    from leanbert.train.recipe import load_recipe
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--depth", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", default="runs/fff_accuracy")
+    parser.add_argument("--results", default=str(HERE / "results"))
+    args = parser.parse_args()
+
+    neurons, used = 2 ** (args.depth + 1) - 1, args.depth + 1
+    variants = {
+        "fff": ["model.overrides.ffn_type=fff", f"model.overrides.fff_depth={args.depth}",
+                "model.overrides.fff_trees=1"],
+        "dense-compute": [f"model.overrides.intermediate_size={used}"],
+        "dense-params": [f"model.overrides.intermediate_size={neurons}"],
+    }
+    schedule = [f"training.max_steps={args.steps}", f"training.warmup_steps={max(args.steps // 10, 1)}",
+                f"training.save_steps={args.steps}", "training.logging_steps=50", "data.max_eval_blocks=512"]
+    result = {"backbone": "bert-hash-nano", "depth": args.depth, "neurons": neurons, "neurons_used": used,
+              "steps": args.steps, "batch": "64 x 128 tokens", "runs": {}}
+    for name, overrides in variants.items():
+        recipe = load_recipe(HERE.parent / "recipes" / "bert-hash-nano.yaml", overrides + schedule, kind="pretrain")
+        start = time.perf_counter()
+        out = Path(args.out) / name
+        if (out / "metrics.json").is_file():  # finished earlier: rerunning only rewrites the table
+            metrics = json.loads((out / "metrics.json").read_text())
+        else:
+            resume = out.is_dir() and get_last_checkpoint(str(out)) is not None
+            metrics = run_pretraining(recipe, data_dir=args.data_dir, output_dir=str(out), resume=resume)
+        result["runs"][name] = {"eval_loss": metrics.get("eval_loss"), "eval_perplexity": metrics.get("eval_perplexity"),
+                                "train_loss": metrics.get("train_loss"), "seconds": time.perf_counter() - start}
+        print(name, result["runs"][name])
+    write_results(args.results, "fff_accuracy", result, "FFF vs dense feed-forward at nano scale, same budget")
+
+
+if __name__ == "__main__":
+    main()
