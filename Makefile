@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: install
-	$(PY) -m pytest -x -q
+	$(PY) -m pytest -x
 
 demo: install
 	$(VENV)/bin/leanbert demo
