@@ -56,6 +56,11 @@ class MaskedLMHead(nn.Module):
         return logits if self.bias is None else logits + self.bias
 
 
+def classifier_dropout(config: LeanBertConfig) -> float:
+    """Dropout before a classifier: `classifier_dropout`, else the hidden dropout (as in BERT)."""
+    return config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+
+
 def sequence_classification_loss(
     config: LeanBertConfig, logits: torch.Tensor, labels: torch.Tensor
 ) -> torch.Tensor:

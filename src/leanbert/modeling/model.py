@@ -26,7 +26,7 @@ from leanbert.checkpoint import check_checkpoint_folder
 from leanbert.config import LeanBertConfig
 from leanbert.modeling.embeddings import SinusoidalPositions
 from leanbert.modeling.encoder import LeanBertEncoder, LeanBertLayer
-from leanbert.modeling.heads import MaskedLMHead, Pooler, sequence_classification_loss
+from leanbert.modeling.heads import MaskedLMHead, Pooler, classifier_dropout, sequence_classification_loss
 from leanbert.modeling.registry import EMBEDDINGS
 from leanbert.modeling.token_layout import TokenLayout
 
@@ -155,8 +155,7 @@ class LeanBertForSequenceClassification(LeanBertPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.leanbert = LeanBertModel(config)
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(classifier_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
@@ -187,8 +186,7 @@ class LeanBertForTokenClassification(LeanBertPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.leanbert = LeanBertModel(config, add_pooling_layer=False)
-        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(classifier_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
