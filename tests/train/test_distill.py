@@ -18,6 +18,7 @@ from leanbert.train.distill import (
     masked_teacher_logits,
     resolve_teacher,
     run_distillation,
+    topk_distillation_loss,
 )
 from leanbert.train.jsonl_log import read_log
 from leanbert.train.recipe import RecipeError, load_recipe
@@ -170,9 +171,70 @@ def test_loss_terms():
     student = (torch.randn(2, 5, 4), torch.randn(2, 5, 4))
     teacher = (torch.randn(2, 5, 6), torch.randn(2, 5, 6))
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
-    got = hidden_distillation_loss(projection, student, teacher, [(1, 1)], mask)
     real = mask.bool()
+    got = hidden_distillation_loss(projection, student, {1: teacher[1][real]}, [(1, 1)], real.reshape(-1))
     assert got.item() == pytest.approx(F.mse_loss(projection(student[1])[real], teacher[1][real]).item())
+
+
+def test_topk_loss_is_the_full_kl_when_k_is_the_vocabulary_and_close_for_a_peaked_teacher():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(9, 40), torch.randn(9, 40)
+    values, ids = teacher.topk(40, dim=-1)
+    full = logit_distillation_loss(student, teacher, 2.0)
+    assert topk_distillation_loss(student, values, ids, 2.0).item() == pytest.approx(full.item(), rel=1e-5)
+    peaked = teacher.clone()
+    peaked[:, :4] += 30.0  # almost all teacher mass on 4 classes
+    values, ids = peaked.topk(8, dim=-1)
+    assert topk_distillation_loss(student, values, ids, 1.0).item() == pytest.approx(
+        logit_distillation_loss(student, peaked, 1.0).item(), rel=1e-4)
+    assert topk_distillation_loss(torch.zeros(0, 40), values[:0], ids[:0], 2.0).item() == 0.0
+
+
+@pytest.mark.parametrize("kind", ["mlm", "encoder"])
+def test_cached_teacher_outputs_are_read_back_and_give_the_same_student(tmp_path, teachers, kind, monkeypatch):
+    from safetensors.torch import load_file
+
+    from leanbert.train import distill
+
+    cache = tmp_path / "cache"
+    recipe = _distill_recipe(tmp_path, teachers[kind], hidden_layers="uniform", cache_dir=str(cache),
+                             cache_top_k=16)
+    cold = run_distillation(recipe, output_dir=str(tmp_path / "cold"))
+    assert cold["teacher_cache"]["misses"] == 10 and cold["teacher_cache"]["hits"] == 0
+    files = sorted(cache.glob("*/*.safetensors"))
+    assert len(files) == 10 and not list(cache.rglob(".*"))  # no temp files left
+    stored = load_file(files[0])
+    if kind == "mlm":
+        assert stored.keys() == {"topk_values", "topk_ids"} and stored["topk_values"].shape[1] == 16
+        assert stored["topk_values"].dtype == torch.float16
+    else:
+        assert stored.keys() == {"hidden.1", "hidden.2"} and stored["hidden.1"].shape[1] == 48
+
+    def teacher_must_not_run(*args, **kwargs):
+        raise AssertionError("the teacher ran although its outputs are cached")
+
+    monkeypatch.setattr(distill, "teacher_targets", teacher_must_not_run)
+    warm = run_distillation(recipe, output_dir=str(tmp_path / "warm"))
+    assert warm["teacher_cache"] == {**cold["teacher_cache"], "hits": 10, "misses": 0}
+    a = load_file(tmp_path / "cold" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "warm" / "final" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_cache_made_for_other_targets_is_refused_naming_the_field(tmp_path, teachers):
+    from leanbert.train.teacher_cache import TeacherCacheError
+
+    cache = tmp_path / "cache"
+    recipe = _distill_recipe(tmp_path, teachers["mlm"], cache_dir=str(cache), cache_top_k=16)
+    recipe.training["max_steps"] = 2
+    run_distillation(recipe, output_dir=str(tmp_path / "a"))
+    other = _distill_recipe(tmp_path, teachers["mlm"], cache_dir=str(cache), cache_top_k=32)
+    with pytest.raises(TeacherCacheError, match="holds top_k=16, the run needs 32"):
+        run_distillation(other, output_dir=str(tmp_path / "b"))
+    assert not (tmp_path / "b").exists()
+    other = _distill_recipe(tmp_path, teachers["encoder"], cache_dir=str(cache), cache_top_k=16)
+    with pytest.raises(TeacherCacheError, match="holds teacher="):
+        run_distillation(other, output_dir=str(tmp_path / "c"))
 
 
 def test_student_export_drops_only_the_projection():
@@ -185,3 +247,10 @@ def test_student_export_drops_only_the_projection():
     want = {k: v for k, v in student.state_dict().items() if not k.startswith("hidden_projection.")}
     got = plain.state_dict()
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_cache_settings_are_checked_when_the_recipe_is_read(tmp_path, teachers):
+    with pytest.raises(RecipeError, match="'distill.cache_dtype'='float8'"):
+        _distill_recipe(tmp_path, teachers["mlm"], cache_dtype="float8")
+    with pytest.raises(RecipeError, match="'distill.cache_top_k'=-1"):
+        _distill_recipe(tmp_path, teachers["mlm"], cache_top_k=-1)

@@ -22,11 +22,10 @@ teacher (an HF hub name or folder, frozen, in eval mode) sees the same corrupted
 reports the student's own held-out MLM loss and perplexity (the teacher is not run), so the numbers
 compare directly with `leanbert pretrain`.
 
-Teacher outputs are *not* cached to disk. A cache must fix each block's masking (our masks are a
-function of (seed, epoch, block); see `seeded_masking`) and store, per block, either M x V logits
-(~19 x 30,522 floats = 2.3 MB for a 128-token block at 15% masking) or L x H_t hidden states
-(128 x 384 floats = 0.2 MB): 30-350 GB for the local Wikipedia corpus, per epoch of masks. At the
-scale leanbert runs on CPU the teacher's forward pass is cheaper than reading that back.
+With `distill.cache_dir` set, the teacher's targets are cached on disk per batch (`teacher_cache`):
+a repeated run with the same data, seed and masking reads them instead of running the teacher. The
+logit targets are then the top `cache_top_k` teacher logits per masked position, and the KL runs
+over those k classes (teacher renormalised on them; equal to the full KL when k = V).
 
 Cost per step: one teacher forward (no backward) over the batch plus the student's training step;
 the KL term adds O(M * V), the hidden term O(B * L * H_s * H_t).
@@ -51,6 +50,7 @@ from leanbert.train.pretrain import (
     standard_callbacks,
 )
 from leanbert.train.recipe import DistillSection, Recipe, RecipeError
+from leanbert.train.teacher_cache import CacheLayout, TeacherCache, teacher_fingerprint
 
 # keys a teacher's forward accepts from our batches
 _TEACHER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -153,6 +153,20 @@ def logit_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.
     return F.kl_div(student, teacher, log_target=True, reduction="batchmean") * temperature**2
 
 
+def topk_distillation_loss(student_logits: torch.Tensor, teacher_values: torch.Tensor,
+                           teacher_ids: torch.Tensor, temperature: float):
+    """T^2 * sum_k p_k (log p_k - log q_k) over the teacher's top k classes, averaged over the M rows.
+
+    p = softmax(t_topk / T) (the teacher renormalised on its k classes), q = softmax(s / T) over the
+    whole vocabulary; equal to `logit_distillation_loss` when k = V. Cost O(M V) for the softmax.
+    """
+    if student_logits.shape[0] == 0:
+        return student_logits.sum() * 0.0
+    student = F.log_softmax(student_logits.float() / temperature, dim=-1).gather(-1, teacher_ids.long())  # (M, k)
+    teacher = F.log_softmax(teacher_values.float() / temperature, dim=-1)  # (M, k)
+    return (teacher.exp() * (teacher - student)).sum(-1).mean() * temperature**2
+
+
 def layer_pairs(student_layers: int, teacher_layers: int, scheme: str) -> list[tuple[int, int]]:
     """(student, teacher) indices into hidden_states tuples (0 = embeddings, i = after layer i)."""
     if scheme == "last":
@@ -160,29 +174,64 @@ def layer_pairs(student_layers: int, teacher_layers: int, scheme: str) -> list[t
     return [(i, i * teacher_layers // student_layers) for i in range(1, student_layers + 1)]
 
 
-def hidden_distillation_loss(projection: nn.Module, student_states, teacher_states, pairs, attention_mask):
-    """Mean over layer pairs of MSE(W h_s, h_t) on real tokens."""
-    real = attention_mask.bool() if attention_mask is not None else None
+def hidden_distillation_loss(projection: nn.Module, student_states, teacher_states: dict, pairs,
+                             real: torch.Tensor):
+    """Mean over layer pairs of MSE(W h_s, h_t) on the real tokens `real` (B*L,) bool.
+
+    teacher_states[t] holds teacher layer t at the real tokens only, (N, H_t) (`teacher_targets`).
+    """
     total = 0.0
     for s, t in pairs:
-        projected = projection(student_states[s])  # (B, L, H_t)
-        target = teacher_states[t]
-        if real is not None:
-            projected, target = projected[real], target[real]  # (N, H_t)
-        total = total + F.mse_loss(projected, target.to(projected.dtype))
+        projected = projection(student_states[s].reshape(-1, student_states[s].shape[-1])[real])  # (N, H_t)
+        total = total + F.mse_loss(projected, teacher_states[t].to(projected.dtype))
     return total / len(pairs)
+
+
+def teacher_layers_used(pairs) -> tuple[int, ...]:
+    return tuple(sorted({t for _, t in pairs}))
+
+
+def open_teacher_cache(distill: DistillSection, teacher, mode: str, student_layers: int) -> TeacherCache | None:
+    """The recipe's teacher cache (None without `cache_dir`); refuses a folder made for other targets."""
+    if not distill.cache_dir:
+        return None
+    pairs = layer_pairs(student_layers, teacher.config.num_hidden_layers, distill.hidden_layers)
+    layout = CacheLayout(teacher=teacher_fingerprint(teacher), mode=mode, top_k=distill.cache_top_k,
+                         dtype=distill.cache_dtype, teacher_layers=teacher_layers_used(pairs) if mode == "hidden" else ())
+    return TeacherCache(distill.cache_dir, layout)
+
+
+def target_positions(inputs: dict, mode: str) -> torch.Tensor:
+    """(B*L,) bool: the positions with teacher targets, masked tokens (logits) or real tokens (hidden)."""
+    if mode == "logits":
+        return inputs["labels"].reshape(-1) != -100
+    mask = inputs.get("attention_mask")
+    return mask.reshape(-1).bool() if mask is not None else torch.ones(inputs["input_ids"].numel(), dtype=torch.bool)
+
+
+def teacher_targets(teacher, inputs: dict, mode: str, selected: torch.Tensor, teacher_layers) -> dict:
+    """The teacher's targets at the selected positions, at full precision:
+    logits {"logits": (M, V)}; hidden {"hidden.t": (N, H_t) for t in teacher_layers}."""
+    if mode == "logits":
+        return {"logits": masked_teacher_logits(teacher, inputs, selected)}
+    teacher_inputs = {k: inputs[k] for k in _TEACHER_INPUTS if k in inputs}
+    states = teacher(**teacher_inputs, output_hidden_states=True).hidden_states  # (B, L, H_t) each
+    return {f"hidden.{t}": states[t].reshape(-1, states[t].shape[-1])[selected] for t in teacher_layers}
 
 
 class DistillationTrainer(PretrainTrainer):
     """PretrainTrainer whose loss mixes the MLM loss with the teacher terms (see module docstring)."""
 
-    def __init__(self, *args, teacher, mode: str, distill: DistillSection, **kwargs):
+    def __init__(self, *args, teacher, mode: str, distill: DistillSection, cache: TeacherCache | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.teacher = teacher.to(self.args.device)
         self.mode = mode
         self.distill = distill
         student_layers = self.accelerator.unwrap_model(self.model).config.num_hidden_layers
         self.pairs = layer_pairs(student_layers, teacher.config.num_hidden_layers, distill.hidden_layers)
+        self.teacher_layers = teacher_layers_used(self.pairs)
+        self.cache = cache
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         d = self.distill
@@ -191,28 +240,40 @@ class DistillationTrainer(PretrainTrainer):
             # with `leanbert pretrain`; the teacher is not run
             outputs = model(**inputs)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
+        use_logits = self.mode == "logits" and d.logit_weight > 0
         use_hidden = self.mode == "hidden" and d.hidden_weight > 0
         outputs = model(**inputs, output_hidden_states=use_hidden)
         loss = d.mlm_weight * outputs.loss
         parts = {"mlm_loss": outputs.loss.detach()}
-        if self.mode == "logits" and d.logit_weight > 0:
-            selected = inputs["labels"].reshape(-1) != -100
-            with torch.no_grad():
-                teacher_logits = masked_teacher_logits(self.teacher, inputs, selected)
-            kd = logit_distillation_loss(outputs.logits, teacher_logits, d.temperature)
+        if use_logits or use_hidden:
+            selected = target_positions(inputs, self.mode)
+            targets = self._teacher_targets(inputs, selected)
+        if use_logits:
+            if "topk_values" in targets:
+                kd = topk_distillation_loss(outputs.logits, targets["topk_values"], targets["topk_ids"],
+                                            d.temperature)
+            else:
+                kd = logit_distillation_loss(outputs.logits, targets["logits"], d.temperature)
             loss = loss + d.logit_weight * kd
             parts["logit_kd_loss"] = kd.detach()
         if use_hidden:
-            teacher_inputs = {k: inputs[k] for k in _TEACHER_INPUTS if k in inputs}
-            with torch.no_grad():
-                teacher_states = self.teacher(**teacher_inputs, output_hidden_states=True).hidden_states
             projection = self.accelerator.unwrap_model(model).hidden_projection
-            mse = hidden_distillation_loss(projection, outputs.hidden_states, teacher_states, self.pairs,
-                                           inputs.get("attention_mask"))
+            states = {t: targets[f"hidden.{t}"] for t in self.teacher_layers}
+            mse = hidden_distillation_loss(projection, outputs.hidden_states, states, self.pairs, selected)
             loss = loss + d.hidden_weight * mse
             parts["hidden_mse_loss"] = mse.detach()
         self._accumulate_parts(parts)
         return (loss, outputs) if return_outputs else loss
+
+    def _teacher_targets(self, inputs: dict, selected: torch.Tensor) -> dict:
+        def compute():
+            with torch.no_grad():
+                return teacher_targets(self.teacher, inputs, self.mode, selected, self.teacher_layers)
+
+        if self.cache is None:
+            return compute()
+        device = inputs["input_ids"].device
+        return {name: t.to(device) for name, t in self.cache.get(inputs, selected, compute).items()}
 
     def _accumulate_parts(self, parts: dict) -> None:
         sums = getattr(self, "_part_sums", None) or {}
@@ -272,6 +333,7 @@ def run_distillation(recipe: Recipe, *, data_dir: str | None = None, output_dir:
     plan = plan_run(recipe, data_dir=data_dir, output_dir=output_dir, resume=resume)
     teacher, mode = load_teacher(recipe.distill.teacher, recipe.distill.mode, str(recipe.path))
     check_teacher_fits(teacher, mode, plan.tokenizer, plan.config, recipe)
+    cache = open_teacher_cache(recipe.distill, teacher, mode, plan.config.num_hidden_layers)
     train, validation = load_blocks(plan)
     set_seed(plan.args.seed)
     teacher_hidden = teacher.config.hidden_size if mode == "hidden" else None
@@ -288,8 +350,12 @@ def run_distillation(recipe: Recipe, *, data_dir: str | None = None, output_dir:
         teacher=teacher,
         mode=mode,
         distill=recipe.distill,
+        cache=cache,
     )
     metrics = execute(plan, trainer, validation)
     metrics["distill_mode"] = mode
+    if trainer.cache is not None:
+        metrics["teacher_cache"] = {"folder": str(trainer.cache.folder), "hits": trainer.cache.hits,
+                                    "misses": trainer.cache.misses}
     return metrics
 

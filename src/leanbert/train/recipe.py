@@ -110,6 +110,11 @@ class DistillSection:
     hidden_weight: weight of the MSE between projected student hidden states and the teacher's.
     hidden_layers: "last" (last layer to last layer) or "uniform" (student layer i to teacher layer
         floor(i * L_teacher / L_student), TinyBERT's mapping), both through one learned projection.
+    cache_dir: folder for teacher outputs cached on disk (None: the teacher runs on every batch); a
+        repeated run with the same data, seed and masking reads them back (see `teacher_cache`).
+    cache_top_k: logits mode with a cache: keep the k largest teacher logits per masked position
+        (0: all of them, ~2,500x more disk at V = 30,522); the KL then runs over those k classes.
+    cache_dtype: storage precision of cached targets: "float16", "bfloat16" or "float32".
     """
 
     teacher: str = ""
@@ -119,6 +124,9 @@ class DistillSection:
     logit_weight: float = 1.0
     hidden_weight: float = 1.0
     hidden_layers: str = "last"
+    cache_dir: str | None = None
+    cache_top_k: int = 64
+    cache_dtype: str = "float16"
 
 
 DEFAULT_HUB_CORPUS = ("wikimedia/wikipedia", "20231101.en")
@@ -230,6 +238,9 @@ def validate_recipe(tree: dict, path: str | os.PathLike, kind: str = "pretrain")
         _require_choice(path, "distill.hidden_layers", distill.hidden_layers, ("last", "uniform"))
         if distill.temperature <= 0:
             raise RecipeError(f"{path}: 'distill.temperature'={distill.temperature}; allowed: > 0")
+        _require_choice(path, "distill.cache_dtype", distill.cache_dtype, ("float16", "bfloat16", "float32"))
+        if distill.cache_top_k < 0:
+            raise RecipeError(f"{path}: 'distill.cache_top_k'={distill.cache_top_k}; allowed: >= 0 (0: all logits)")
     _check_data_values(data, path)
     return Recipe(path=path, kind=kind, source=source.strip(), output_dir=str(output_dir), model=model,
                   data=data, training=dict(training), distill=distill, tree=tree)
