@@ -221,3 +221,36 @@ def test_parameter_layout_and_init():
     assert layer.linear_out.weight.shape == (32, 60) and layer.linear_out.bias is None
     assert layer.linear_out.weight.abs().max() <= 1 / (4 * 4) ** 0.5
     assert FastFeedForward(32, depth=3, bias=False).linear_in.bias is None
+
+
+@pytest.mark.parametrize("trees", [1, 2])
+@pytest.mark.parametrize("tokens", [1, 4, 7, 64, 203])
+def test_many_tokens_per_leaf(trees, tokens):
+    """Many tokens share whole paths, so the kernel's combine takes its shared-row branch."""
+    layer = make_layer(16, depth=4, trees=trees, seed=tokens)
+    x = torch.randn(tokens, 16, generator=torch.Generator().manual_seed(5))
+    if routing_margin(layer, x) <= 1e-5:
+        pytest.skip("a logit within float32 noise of 0")
+    for impl in FAST_IMPLS:
+        assert_same(layer, x, impl)
+
+
+@pytest.mark.skipif(fff.fff_kernel is None, reason="numba is not available")
+@pytest.mark.parametrize("n_visits", [1, 3, 4, 9, 12])
+def test_combine_rows_kernel_never_reads_its_output(n_visits):
+    """The combine writes every output row without reading it first (its buffer is uninitialised)."""
+    gen = torch.Generator().manual_seed(n_visits)
+    n_tokens, width, n_rows = 37, 24, 9
+    src = torch.randn(n_rows, width, generator=gen)
+    rows = torch.randint(0, n_rows, (n_tokens, n_visits), generator=gen)
+    rows[:20, : n_visits - 1] = rows[0, : n_visits - 1]  # twenty tokens share all but their last row
+    coef = torch.randn(n_tokens, n_visits, generator=gen)
+    order = torch.randperm(n_tokens, generator=gen)
+    out = torch.full((n_tokens, width), float("nan"))
+    fff.fff_kernel._combine_rows_kernel(src.numpy(), rows.numpy(), coef.numpy(), order.numpy(), out.numpy())
+    expected = torch.einsum("tv,tvw->tw", coef.double(), src.double()[rows]).float()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    order = torch.arange(n_tokens)  # groups of four that share rows: the shared-row branch
+    out.fill_(float("nan"))
+    fff.fff_kernel._combine_rows_kernel(src.numpy(), rows.numpy(), coef.numpy(), order.numpy(), out.numpy())
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
