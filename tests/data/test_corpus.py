@@ -16,34 +16,14 @@ from leanbert.data.corpus import (
     tokenize_documents,
 )
 from leanbert.data.records import DataError
-from leanbert.tokenizer import load_tokenizer
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-BERT_UNCASED = SHARED_DATA / "tokenizers" / "bert-base-uncased"
-GUTENBERG = SHARED_DATA / "corpus" / "gutenberg_nltk" / "gutenberg_books.txt"
 
 BLOCK_SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    if not BERT_UNCASED.is_dir():
-        pytest.skip(f"{BERT_UNCASED} absent")
-    return load_tokenizer(BERT_UNCASED)
-
-
-@pytest.fixture(scope="module")
-def paragraphs() -> list[str]:
-    if not GUTENBERG.is_file():
-        pytest.skip(f"{GUTENBERG} absent")
-    kept = []
-    with GUTENBERG.open(encoding="utf-8") as source:
-        for line in source:
-            if line.strip():
-                kept.append(line.strip())
-            if len(kept) == 240:
-                break
-    return kept
+def paragraphs(gutenberg_paragraphs) -> list[str]:
+    return gutenberg_paragraphs(240)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,34 +9,15 @@ from datasets import Dataset
 
 from leanbert.data.corpus import pack_blocks, tokenize_documents
 from leanbert.data.mlm_collator import MLMCollator
-from leanbert.tokenizer import load_tokenizer
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-BERT_UNCASED = SHARED_DATA / "tokenizers" / "bert-base-uncased"
-GUTENBERG = SHARED_DATA / "corpus" / "gutenberg_nltk" / "gutenberg_books.txt"
 
 BLOCK_SIZE = 128
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    if not BERT_UNCASED.is_dir():
-        pytest.skip(f"{BERT_UNCASED} absent")
-    return load_tokenizer(BERT_UNCASED)
-
-
-@pytest.fixture(scope="module")
-def blocks(tokenizer) -> list[dict]:
+def blocks(tokenizer, gutenberg_paragraphs) -> list[dict]:
     """About 300 real 128-token blocks; one document per paragraph, so many end in padding."""
-    if not GUTENBERG.is_file():
-        pytest.skip(f"{GUTENBERG} absent")
-    paragraphs = []
-    with GUTENBERG.open(encoding="utf-8") as source:
-        for line in source:
-            if len(line.split()) > 20:
-                paragraphs.append(line.strip())
-            if len(paragraphs) == 250:
-                break
+    paragraphs = gutenberg_paragraphs(250, 20)
     tokenized = tokenize_documents(Dataset.from_dict({"text": paragraphs}), tokenizer)
     packed = pack_blocks(tokenized, tokenizer, block_size=BLOCK_SIZE, min_tail_tokens=16)
     rows = packed.to_list()

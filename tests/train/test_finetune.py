@@ -8,42 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from transformers import AutoTokenizer, Trainer
 
 from leanbert.data.records import DataError
-from leanbert.modeling.model import LeanBertForMaskedLM
-from leanbert.presets import preset_config
 from leanbert.train.finetune import finetune, load_model_source, resolve_glue_dir
 from leanbert.train.glue_protocols import PROTOCOLS, protocol_settings
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-TINY = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
-
-
-@pytest.fixture(scope="module")
-def glue_dir() -> Path:
-    path = SHARED / "data" / "glue"
-    if not path.is_dir():
-        pytest.skip(f"{path} not present (these tests fine-tune on the shared GLUE files)")
-    return path.resolve()
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, glue_dir) -> Path:
-    """A random 1-layer leanbert MLM checkpoint + the uncased BERT tokenizer, like a pretraining output folder."""
-    folder = tmp_path_factory.mktemp("tiny_model")
-    LeanBertForMaskedLM(preset_config("bert-tiny", **TINY)).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(SHARED / "data" / "tokenizers" / "bert-base-uncased").save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture
-def no_training(monkeypatch):
-    """Fail the test if any Trainer starts training."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("training started although the input was bad")
-
-    monkeypatch.setattr(Trainer, "train", refuse)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -105,10 +74,9 @@ def test_protocols_are_the_documented_settings():
     assert protocol_settings("run_glue", epochs=None).epochs == 4  # None means "not overridden"
 
 
-def test_tokenizer_bigger_than_the_vocab_fails_before_training(tmp_path, glue_dir, no_training):
+def test_tokenizer_bigger_than_the_vocab_fails_before_training(tmp_path, glue_dir, no_training, save_tiny_model):
     small = tmp_path / "small_vocab"
-    LeanBertForMaskedLM(preset_config("bert-tiny", vocab_size=1000, **TINY)).save_pretrained(small)
-    AutoTokenizer.from_pretrained(SHARED / "data" / "tokenizers" / "bert-base-uncased").save_pretrained(small)
+    save_tiny_model(small, vocab_size=1000)
     out = tmp_path / "out"
     with pytest.raises(ValueError, match="30522 tokens but the model's vocab_size is 1000"):
         finetune(small, "sst2", glue_dir, out)

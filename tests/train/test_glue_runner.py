@@ -8,42 +8,13 @@ import statistics
 from pathlib import Path
 
 import pytest
-from transformers import AutoTokenizer, Trainer
 
 import leanbert.train.glue_runner as glue_runner
 from leanbert.cli import main
 from leanbert.data.records import DataError
-from leanbert.modeling.model import LeanBertForMaskedLM
-from leanbert.presets import preset_config
 from leanbert.train.glue_runner import parse_tasks, run_glue, seed_list
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
-TINY = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
 FAST = dict(max_train_samples=64, max_eval_samples=128, epochs=1)
-
-
-@pytest.fixture(scope="module")
-def glue_dir() -> Path:
-    path = SHARED / "data" / "glue"
-    if not path.is_dir():
-        pytest.skip(f"{path} not present (these tests fine-tune on the shared GLUE files)")
-    return path.resolve()
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, glue_dir) -> Path:
-    folder = tmp_path_factory.mktemp("tiny_model")
-    LeanBertForMaskedLM(preset_config("bert-tiny", **TINY)).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(SHARED / "data" / "tokenizers" / "bert-base-uncased").save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture
-def no_training(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("training started although the input was bad")
-
-    monkeypatch.setattr(Trainer, "train", refuse)
 
 
 def _nothing_written(parent: Path, name: str) -> bool:
@@ -158,10 +129,9 @@ def test_unknown_task_lists_the_valid_ones(tiny_model_dir, glue_dir, tmp_path, n
     assert _nothing_written(tmp_path, "glue")
 
 
-def test_tokenizer_not_fitting_the_model_fails_before_training(glue_dir, tmp_path, no_training):
+def test_tokenizer_not_fitting_the_model_fails_before_training(glue_dir, tmp_path, no_training, save_tiny_model):
     model = tmp_path / "small_vocab"
-    LeanBertForMaskedLM(preset_config("bert-tiny", vocab_size=2000, **TINY)).save_pretrained(model)
-    AutoTokenizer.from_pretrained(SHARED / "data" / "tokenizers" / "bert-base-uncased").save_pretrained(model)
+    save_tiny_model(model, vocab_size=2000)
     with pytest.raises(ValueError, match="vocab_size is 2000"):
         run_glue(model, "sst2", glue_dir, output_dir=tmp_path / "glue")
     assert _nothing_written(tmp_path, "glue")
