@@ -1,6 +1,5 @@
 """Bad checkpoints give one clear error naming the file; pickles load only as weights."""
 
-import json
 import pickle
 
 import pytest

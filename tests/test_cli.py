@@ -1,6 +1,5 @@
 """The command line: subcommands exist, and errors are one line on stderr with exit code 2."""
 
-from pathlib import Path
 
 from transformers import AutoTokenizer
 

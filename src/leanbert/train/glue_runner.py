@@ -22,7 +22,6 @@ import datetime
 import os
 import statistics
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 from leanbert.atomic_io import atomic_directory, atomic_write_json, atomic_write_text
 from leanbert.data.glue import GLUE_TASKS, available_tasks, get_task
