@@ -23,14 +23,19 @@ def atomic_directory(final: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    publish_directory(tmp, final)
+
+
+def publish_directory(staged: Path, final: Path) -> None:
+    """Move a finished folder to its final name; an existing folder of that name is replaced whole."""
     if final.exists():
         old = final.with_name(f".{final.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old)
-        os.replace(tmp, final)
+        os.replace(staged, final)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        os.replace(tmp, final)
+        os.replace(staged, final)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -208,7 +208,7 @@ def test_save_total_limit_rotates_published_checkpoints(tmp_path):
 
 
 def test_publish_directory_replaces_an_existing_folder_whole(tmp_path):
-    from leanbert.train.atomic_checkpoint import publish_directory
+    from leanbert.atomic_io import publish_directory
 
     staged, final = tmp_path / "staged", tmp_path / "checkpoint-3"
     staged.mkdir()

@@ -19,11 +19,12 @@ Cost: one directory rename and two barriers per checkpoint.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+from leanbert.atomic_io import publish_directory
 
 STAGING_DIR_NAME = ".staging"
 TRAINER_STATE_FILE = "trainer_state.json"
@@ -77,14 +78,3 @@ class AtomicCheckpointMixin:
             if (staged / TRAINER_STATE_FILE).is_file():
                 self.state.save_to_json(str(staged / TRAINER_STATE_FILE))
 
-
-def publish_directory(staged: Path, final: Path) -> None:
-    """Move a finished folder to its final name; an existing folder of that name is replaced whole."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(staged, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staged, final)
