@@ -31,3 +31,20 @@ def test_convert_error_is_one_clear_line(tmp_path, capsys):
 def test_unknown_source_format(tmp_path, capsys):
     assert main(["convert", "--from", "gpt2", str(tmp_path), str(tmp_path / "out")]) == 2
     assert "allowed: ['bert', 'ultrafastbert']" in capsys.readouterr().err
+
+
+def test_bench_json_prints_one_object_even_when_the_runs_print(tmp_path, capsys, monkeypatch):
+    import json
+
+    import leanbert.bench.pretrain_speed as pretrain_speed
+
+    def noisy_run(*args, **kwargs):
+        print({"train_runtime": "1.0"})  # what Trainer.train prints at the end of a run
+        return {"pretrain_throughput_ratio": 4.2}
+
+    monkeypatch.setattr(pretrain_speed, "run", noisy_run)
+    main(["bench", "pretrain", "--json", "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"pretrain_throughput_ratio": 4.2}
+    assert "train_runtime" in captured.err
+    assert json.loads((tmp_path / "bench_pretrain.json").read_text())["pretrain_throughput_ratio"] == 4.2

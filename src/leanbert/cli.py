@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -45,7 +46,21 @@ def _tokenizer_train(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
+    # with --json, stdout carries the one result object: what the runs print (Trainer's summary
+    # lines) goes to stderr
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        result, title = _run_bench(args)
     from leanbert.bench.results import write_results
+
+    write_results(args.out, f"bench_{args.what}", result, title)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+
+
+def _run_bench(args: argparse.Namespace) -> tuple[dict, str]:
     from leanbert.local_data import find_data_root
 
     if args.what == "model":
@@ -63,12 +78,7 @@ def _bench(args: argparse.Namespace) -> None:
 
         result = run(repeats=args.repeats)
         title = "fast feed-forward vs dense feed-forward"
-    write_results(args.out, f"bench_{args.what}", result, title)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key}: {value}")
+    return result, title
 
 
 def _demo(args: argparse.Namespace) -> None:

@@ -41,14 +41,7 @@ from torch.nn import functional as F
 from transformers import set_seed
 
 from leanbert.modeling.model import LeanBertForMaskedLM
-from leanbert.train.pretrain import (
-    PretrainTrainer,
-    build_collator,
-    execute,
-    load_blocks,
-    plan_run,
-    standard_callbacks,
-)
+from leanbert.train.pretrain import PretrainTrainer, execute, load_blocks, make_trainer, plan_run
 from leanbert.train.recipe import DistillSection, Recipe, RecipeError
 from leanbert.train.teacher_cache import CacheLayout, TeacherCache, teacher_fingerprint
 
@@ -293,6 +286,13 @@ class DistillationTrainer(PretrainTrainer):
     def model_to_export(self):
         return self.accelerator.unwrap_model(self.model).export()
 
+    def run_metrics(self) -> dict:
+        metrics = {"distill_mode": self.mode}
+        if self.cache is not None:  # counts of this rank
+            metrics["teacher_cache"] = {"folder": str(self.cache.folder), "hits": self.cache.hits,
+                                        "misses": self.cache.misses}
+        return metrics
+
 
 def check_teacher_fits(teacher, mode: str, tokenizer, config, recipe: Recipe) -> None:
     """Fail before training when the teacher cannot teach this student."""
@@ -338,24 +338,7 @@ def run_distillation(recipe: Recipe, *, data_dir: str | None = None, output_dir:
     set_seed(plan.args.seed)
     teacher_hidden = teacher.config.hidden_size if mode == "hidden" else None
     student = DistillationStudent(plan.config, teacher_hidden_size=teacher_hidden)
-    masking = build_collator(plan)
-    trainer = DistillationTrainer(
-        model=student,
-        args=plan.args,
-        train_dataset=train,
-        eval_dataset=validation if len(validation) else None,
-        data_collator=masking,
-        processing_class=plan.tokenizer,
-        callbacks=standard_callbacks(plan, masking),
-        teacher=teacher,
-        mode=mode,
-        distill=recipe.distill,
-        cache=cache,
-    )
-    metrics = execute(plan, trainer, validation)
-    metrics["distill_mode"] = mode
-    if trainer.cache is not None:
-        metrics["teacher_cache"] = {"folder": str(trainer.cache.folder), "hits": trainer.cache.hits,
-                                    "misses": trainer.cache.misses}
-    return metrics
+    trainer = make_trainer(plan, student, train, validation, trainer_class=DistillationTrainer,
+                           teacher=teacher, mode=mode, distill=recipe.distill, cache=cache)
+    return execute(plan, trainer, validation)
 

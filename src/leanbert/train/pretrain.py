@@ -204,6 +204,10 @@ class PretrainTrainer(NonFiniteGuardMixin, AtomicCheckpointMixin, Trainer):
         """The model written to `final/` (distillation drops its training-only parts)."""
         return self.accelerator.unwrap_model(self.model)
 
+    def run_metrics(self) -> dict:
+        """Extra entries for `metrics.json` once training has ended (subclasses add theirs)."""
+        return {}
+
 
 def standard_callbacks(plan: RunPlan, masking: SeededMasking) -> list[TrainerCallback]:
     return [
@@ -214,6 +218,22 @@ def standard_callbacks(plan: RunPlan, masking: SeededMasking) -> list[TrainerCal
     ]
 
 
+def make_trainer(plan: RunPlan, model, train, validation, *, trainer_class=None,
+                 extra_callbacks: list[TrainerCallback] | None = None, **trainer_kwargs) -> PretrainTrainer:
+    """The run's Trainer: seeded masking collator, standard callbacks, held-out split when there is one."""
+    masking = build_collator(plan)
+    return (trainer_class or PretrainTrainer)(
+        model=model,
+        args=plan.args,
+        train_dataset=train,
+        eval_dataset=validation if len(validation) else None,
+        data_collator=masking,
+        processing_class=plan.tokenizer,
+        callbacks=standard_callbacks(plan, masking) + list(extra_callbacks or []),
+        **trainer_kwargs,
+    )
+
+
 def execute(plan: RunPlan, trainer: PretrainTrainer, eval_dataset) -> dict:
     """Train (or resume), evaluate, write `final/` and `metrics.json`; returns the metrics."""
     if trainer.args.should_save:
@@ -222,6 +242,7 @@ def execute(plan: RunPlan, trainer: PretrainTrainer, eval_dataset) -> dict:
     metrics = {"global_step": train_output.global_step, **train_output.metrics}
     if len(eval_dataset):
         metrics.update(_final_evaluation(trainer))
+    metrics.update(trainer.run_metrics())
     if trainer.args.should_save:
         with atomic_directory(plan.output_dir / FINAL_DIR_NAME) as tmp:
             trainer.model_to_export().save_pretrained(tmp)
@@ -261,14 +282,5 @@ def run_pretraining(recipe: Recipe, *, data_dir: str | None = None, output_dir: 
     train, validation = load_blocks(plan)
     set_seed(plan.args.seed)  # the initial weights depend on the recipe's seed only
     model = (model_factory or LeanBertForMaskedLM)(plan.config)
-    masking = build_collator(plan)
-    trainer = PretrainTrainer(
-        model=model,
-        args=plan.args,
-        train_dataset=train,
-        eval_dataset=validation if len(validation) else None,
-        data_collator=masking,
-        processing_class=plan.tokenizer,
-        callbacks=standard_callbacks(plan, masking) + list(extra_callbacks or []),
-    )
+    trainer = make_trainer(plan, model, train, validation, extra_callbacks=extra_callbacks)
     return execute(plan, trainer, validation)
