@@ -54,6 +54,9 @@ class LeanBertConfig(PreTrainedConfig):
         use_bias (bool, True): biases on the encoder's dense layers.
         pooler_type (str, "cls"): sequence-classification pooling: "cls" (BERT pooler: tanh(W h_cls)) or
             "avg" (mean over valid tokens, then tanh(W .)).
+        tie_word_embeddings (bool, True): the MLM head decodes with the embedding's own table (for a hash
+            embedding: the factorised V x k table, so logits have rank k); False gives the head its own
+            V x H decoder (an MLM-only part: base-model counts and fine-tuned models do not include it).
         mlm_head_transform (bool, True): the Dense -> act -> LayerNorm transform before the vocabulary
             projection (BERT); False goes straight to the tied decoder.
         mlm_decoder_bias (bool, True): a per-token bias on the MLM logits.

@@ -109,6 +109,20 @@ def test_hash_mlm_logits_use_the_factorised_tied_table():
     expected = hidden @ emb.projection.weight @ emb.word_embeddings.weight.T  # h . P^T . E^T with P: k x H
     torch.testing.assert_close(model.cls(hidden, emb), expected)
     assert not any(p.shape == (VOCAB, 32) for p in model.parameters())
+    assert model.get_output_embeddings() is None
+
+
+def test_untied_decoder_is_its_own_matrix_and_round_trips(tmp_path):
+    model = LeanBertForMaskedLM(tiny_config(embedding_type="hash", hash_projections=4, tie_word_embeddings=False,
+                                            mlm_head_transform=False, mlm_decoder_bias=False)).eval()
+    decoder = model.get_output_embeddings()
+    assert decoder.weight.shape == (VOCAB, 32) and decoder.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    hidden = torch.randn(5, 32)
+    torch.testing.assert_close(model.cls(hidden, model.leanbert.embeddings), hidden @ decoder.weight.T)
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForMaskedLM.from_pretrained(tmp_path)
+    assert torch.equal(loaded.get_output_embeddings().weight, decoder.weight)
+    assert loaded.get_output_embeddings().weight.data_ptr() != loaded.leanbert.embeddings.word_embeddings.weight.data_ptr()
 
 
 @pytest.mark.parametrize("problem_type, num_labels, labels", [

@@ -2,10 +2,12 @@
 
     pooler "cls":  p = tanh(W h_[CLS] + b)                         (BERT)
     pooler "avg":  p = tanh(W mean_{valid i} h_i + b)              (crammedBERT's average-pool head)
-    MLM:           logits = decode(LN(act(W h + b))) + bias         decode = the embedding's tied table
+    MLM:           logits = decode(LN(act(W h + b))) + bias         decode = the embedding's tied table,
+                                                                 or D (V x H) when untied
 
-The MLM decode is the embedding's own `decode`, so a hash model's head costs V*k + V parameters,
-never a V x H matrix. With `sparse_prediction`, only masked positions are decoded: the vocabulary
+Tied (`tie_word_embeddings`, the default), the MLM decode is the embedding's own `decode`, so a hash
+model's head costs V + H^2 parameters, never a V x H matrix; but its logits then have rank k (16 for
+bert-hash-nano). Untied, the head owns a V x H decoder D, as BERT's would be without tying. With `sparse_prediction`, only masked positions are decoded: the vocabulary
 projection costs 2 H V FLOPs per decoded token, which dominates a tiny model.
 """
 
@@ -37,7 +39,7 @@ class Pooler(nn.Module):
 
 
 class MaskedLMHead(nn.Module):
-    """Transform (optional), then the embedding's tied decode, then a per-token bias (optional)."""
+    """Transform (optional), then the tied decode (or an own V x H decoder), then a per-token bias (optional)."""
 
     def __init__(self, config: LeanBertConfig):
         super().__init__()
@@ -47,12 +49,14 @@ class MaskedLMHead(nn.Module):
             self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         else:
             self.dense = None
+        self.decoder = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size,
+                                                                            bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size)) if config.mlm_decoder_bias else None
 
     def forward(self, hidden: torch.Tensor, embeddings: nn.Module) -> torch.Tensor:
         if self.dense is not None:
             hidden = self.norm(self.act(self.dense(hidden)))
-        logits = embeddings.decode(hidden)  # (..., V)
+        logits = embeddings.decode(hidden) if self.decoder is None else self.decoder(hidden)  # (..., V)
         return logits if self.bias is None else logits + self.bias
 
 

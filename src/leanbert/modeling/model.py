@@ -118,6 +118,10 @@ class LeanBertForMaskedLM(LeanBertPreTrainedModel):
         self.cls = MaskedLMHead(config)
         self.post_init()
 
+    def get_output_embeddings(self) -> nn.Module | None:
+        """The untied decoder (None when tied: the embedding decodes, see `MaskedLMHead`)."""
+        return self.cls.decoder
+
     @can_return_tuple
     def forward(
         self,
