@@ -42,7 +42,7 @@ from datasets import Dataset, DatasetDict, Features, Sequence, Value, load_datas
 from datasets.exceptions import DatasetGenerationError
 from transformers import PreTrainedTokenizerBase
 
-from leanbert.data.records import DataError, iter_jsonl
+from leanbert.data.records import DataError, iter_jsonl, require_text
 from leanbert.tokenizer import load_tokenizer
 
 TEXT_LAYOUT_SUFFIXES = (".txt",)
@@ -128,13 +128,7 @@ def _check_jsonl_texts(path: Path, text_column: str) -> None:
     seen_any = False
     for line_number, record in iter_jsonl(path):
         seen_any = True
-        if text_column not in record:
-            raise DataError(f"{path}:{line_number}: missing field '{text_column}'")
-        text = record[text_column]
-        if not isinstance(text, str):
-            raise DataError(f"{path}:{line_number}: '{text_column}' must be a string, got {type(text).__name__}")
-        if not text.strip():
-            raise DataError(f"{path}:{line_number}: empty '{text_column}'")
+        require_text(record, text_column, f"{path}:{line_number}")
     if not seen_any:
         raise DataError(f"{path}: empty corpus file (no records)")
 

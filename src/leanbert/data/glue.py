@@ -28,7 +28,7 @@ from pathlib import Path
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
 from transformers import PreTrainedTokenizerBase
 
-from leanbert.data.records import DataError, iter_jsonl
+from leanbert.data.records import DataError, iter_jsonl, require_text
 
 HUB_DATASET = "nyu-mll/glue"
 STSB_SCORE_RANGE = (0.0, 5.0)
@@ -184,17 +184,6 @@ def get_task(name: str) -> GlueTask:
 # --------------------------------------------------------------------------- validation
 
 
-def _check_text(task: GlueTask, example: dict, field_name: str, where: str) -> str:
-    if field_name not in example or example[field_name] is None:
-        raise DataError(f"{where}: missing field '{field_name}' for task {task.name}")
-    text = example[field_name]
-    if not isinstance(text, str):
-        raise DataError(f"{where}: '{field_name}' must be a string, got {type(text).__name__}")
-    if not text.strip():
-        raise DataError(f"{where}: empty '{field_name}'")
-    return text
-
-
 def _check_label(task: GlueTask, label: object, where: str) -> int | float:
     if task.is_regression:
         low, high = STSB_SCORE_RANGE
@@ -216,7 +205,7 @@ def _check_label(task: GlueTask, label: object, where: str) -> int | float:
 
 def _validated_example(task: GlueTask, record: dict, default_idx: int, where: str) -> dict:
     """The schema fields of one record, checked; raises DataError naming ``where`` and the field."""
-    example = {name: _check_text(task, record, name, where) for name in task.text_fields}
+    example = {name: require_text(record, name, where, f" for task {task.name}") for name in task.text_fields}
     if "label" not in record:
         raise DataError(f"{where}: missing field 'label' for task {task.name}")
     example["label"] = _check_label(task, record["label"], where)

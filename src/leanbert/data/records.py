@@ -51,3 +51,15 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
                     f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}"
                 )
             yield line_number, record
+
+
+def require_text(record: dict, field_name: str, where: str, missing_suffix: str = "") -> str:
+    """record[field_name] as a non-empty string, else a DataError naming `where` (file:line) and the field."""
+    if field_name not in record or record[field_name] is None:
+        raise DataError(f"{where}: missing field '{field_name}'{missing_suffix}")
+    text = record[field_name]
+    if not isinstance(text, str):
+        raise DataError(f"{where}: '{field_name}' must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise DataError(f"{where}: empty '{field_name}'")
+    return text
