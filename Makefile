@@ -23,6 +23,7 @@ demo: install
 bench: install
 	$(VENV)/bin/leanbert bench model --out benchmarks/results
 	$(VENV)/bin/leanbert bench pretrain --out benchmarks/results
+	$(VENV)/bin/leanbert bench pretrain --preset bert-tiny --out benchmarks/results
 	$(VENV)/bin/leanbert bench fff --out benchmarks/results
 
 # the 2-hour CPU quality recipe (pretraining + GLUE); resumable

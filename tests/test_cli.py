@@ -40,11 +40,11 @@ def test_bench_json_prints_one_object_even_when_the_runs_print(tmp_path, capsys,
 
     def noisy_run(*args, **kwargs):
         print({"train_runtime": "1.0"})  # what Trainer.train prints at the end of a run
-        return {"pretrain_throughput_ratio": 4.2}
+        return {"preset": "bert-tiny", "pretrain_throughput_ratio": 4.2}
 
     monkeypatch.setattr(pretrain_speed, "run", noisy_run)
     main(["bench", "pretrain", "--json", "--out", str(tmp_path)])
     captured = capsys.readouterr()
-    assert json.loads(captured.out) == {"pretrain_throughput_ratio": 4.2}
+    assert json.loads(captured.out) == {"preset": "bert-tiny", "pretrain_throughput_ratio": 4.2}
     assert "train_runtime" in captured.err
-    assert json.loads((tmp_path / "bench_pretrain.json").read_text())["pretrain_throughput_ratio"] == 4.2
+    assert json.loads((tmp_path / "bench_pretrain_bert-tiny.json").read_text())["pretrain_throughput_ratio"] == 4.2

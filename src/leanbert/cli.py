@@ -52,7 +52,8 @@ def _bench(args: argparse.Namespace) -> None:
         result, title = _run_bench(args)
     from leanbert.bench.results import write_results
 
-    write_results(args.out, f"bench_{args.what}", result, title)
+    name = f"bench_{args.what}" + (f"_{result['preset']}" if args.what == "pretrain" and "preset" in result else "")
+    write_results(args.out, name, result, title)
     if args.json:
         print(json.dumps(result))
     else:
