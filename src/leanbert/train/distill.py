@@ -199,7 +199,8 @@ def target_positions(inputs: dict, mode: str) -> torch.Tensor:
     if mode == "logits":
         return inputs["labels"].reshape(-1) != -100
     mask = inputs.get("attention_mask")
-    return mask.reshape(-1).bool() if mask is not None else torch.ones(inputs["input_ids"].numel(), dtype=torch.bool)
+    ids = inputs["input_ids"]
+    return mask.reshape(-1).bool() if mask is not None else torch.ones(ids.numel(), dtype=torch.bool, device=ids.device)
 
 
 def teacher_targets(teacher, inputs: dict, mode: str, selected: torch.Tensor, teacher_layers) -> dict:
