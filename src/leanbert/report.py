@@ -25,11 +25,10 @@ import math
 import os
 import re
 import statistics
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from leanbert.atomic_io import atomic_write_text
+from leanbert.atomic_io import atomic_file, atomic_write_text
 from leanbert.glue_reference import BERT_HASH_ROWS, MAJORITY_CLASS_ROW, REPORTED, ULTRAFASTBERT_ROW
 from leanbert.train.jsonl_log import LOG_FILE_NAME as LOG_HISTORY_JSONL
 from leanbert.train.pretrain import FINAL_DIR_NAME, METRICS_FILE_NAME
@@ -154,14 +153,8 @@ def _summary_entry(entries: list[dict]) -> dict:
 
 def _save_figure(figure, path: Path) -> None:
     """Render to a temporary sibling, then rename: the PNG is complete or absent."""
-    # A fresh unique name rather than mkstemp, so the file gets the usual umask permissions, not 0600.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_file(path) as tmp:
         figure.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _line_plot(path: Path, title: str, ylabel: str, series: dict[str, Series], log_y: bool = False) -> None:

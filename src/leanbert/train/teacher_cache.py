@@ -29,11 +29,9 @@ result does not depend on whether its cache was cold or warm.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -41,7 +39,7 @@ from typing import Callable
 import torch
 from safetensors.torch import load_file, save_file
 
-from leanbert.atomic_io import atomic_write_json
+from leanbert.atomic_io import atomic_file, atomic_write_json
 
 MANIFEST_NAME = "manifest.json"
 STORAGE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -145,13 +143,5 @@ class TeacherCache:
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         save_file({name: t.cpu() for name, t in tensors.items()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
