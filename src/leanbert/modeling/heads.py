@@ -7,8 +7,9 @@
 
 Tied (`tie_word_embeddings`, the default), the MLM decode is the embedding's own `decode`, so a hash
 model's head costs V + H^2 parameters, never a V x H matrix; but its logits then have rank k (16 for
-bert-hash-nano). Untied, the head owns a V x H decoder D, as BERT's would be without tying. With `sparse_prediction`, only masked positions are decoded: the vocabulary
-projection costs 2 H V FLOPs per decoded token, which dominates a tiny model.
+bert-hash-nano). Untied, the head owns a V x H decoder D, as BERT's would be without tying.
+With `sparse_prediction`, only masked positions are decoded: the vocabulary projection costs
+2 H V FLOPs per decoded token, which dominates a tiny model.
 """
 
 from __future__ import annotations

@@ -66,8 +66,7 @@ def teacher_fingerprint(teacher: torch.nn.Module) -> str:
     digest = hashlib.blake2b(digest_size=16)
     digest.update(teacher.config.to_json_string(use_diff=False).encode())
     for name, tensor in sorted(teacher.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+        _update(digest, name, tensor)
     return digest.hexdigest()
 
 
@@ -82,9 +81,10 @@ def batch_key(inputs: dict, selected: torch.Tensor) -> str:
 
 
 def _update(digest, name: str, tensor: torch.Tensor) -> None:
-    tensor = tensor.detach().contiguous().cpu()
+    """Feed a tensor's name, shape, dtype and bytes to the hash."""
+    tensor = tensor.detach().cpu()
     digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-    digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    digest.update(tensor.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
 
 
 def to_stored(targets: dict[str, torch.Tensor], layout: CacheLayout) -> dict[str, torch.Tensor]:
@@ -138,10 +138,6 @@ class TeacherCache:
             return load_file(path)
         self.misses += 1
         stored = to_stored(compute(), self.layout)
-        _atomic_save(stored, path)
+        with atomic_file(path) as tmp:
+            save_file({name: t.cpu() for name, t in stored.items()}, tmp)
         return stored
-
-
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    with atomic_file(path) as tmp:
-        save_file({name: t.cpu() for name, t in tensors.items()}, tmp)
