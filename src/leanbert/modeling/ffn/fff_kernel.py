@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from numba import njit, prange
 
+from leanbert.modeling.ffn import fff_native
+
 # `reassoc` lets LLVM split a dot product over SIMD lanes and `contract` lets it fuse
 # multiply-adds; without them the reduction runs one scalar add at a time (measured ~4x
 # slower). No `nnan`/`ninf`/`afn`: NaN and inf propagate as in PyTorch. The kernels proper
@@ -360,6 +362,17 @@ def combine_rows(src: torch.Tensor, rows: torch.Tensor, coef: torch.Tensor, orde
 def forward(x, w_in, b_in, w_out_t, depth: int, trees: int):
     """y (T, W) plus what the backward needs: rows, logits and activations, each (T, K (D+1)),
     and the token order of `path_order`.
+
+    The compiled C++ forward (`fff_native`) when it is available here, else `numba_forward`;
+    both return the same tensors (tests/modeling/ffn/test_fff_native.py).
+    """
+    if fff_native.available():
+        return fff_native.forward(x, w_in, b_in, w_out_t, depth, trees)
+    return numba_forward(x, w_in, b_in, w_out_t, depth, trees)
+
+
+def numba_forward(x, w_in, b_in, w_out_t, depth: int, trees: int):
+    """`forward` with the numba kernels.
 
     Three passes (route, GELU, combine) rather than one fused kernel: each pass then streams only
     one of the two (K N, W) weight matrices through the cache, which measured ~10% faster at

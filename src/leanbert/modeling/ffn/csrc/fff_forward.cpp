@@ -1,0 +1,303 @@
+// Fast feed-forward (FFF) forward pass on the CPU, compiled for the machine it runs on.
+//
+// Same computation as fff_kernel.py's numba forward (and the plain PyTorch reference path):
+// every token x_t (width W) walks each tree k (N = 2^(D+1) - 1 nodes, heap order) from the root,
+//
+//     r = k N + n,   l = w_in[r] . x_t + b_in[r],   next n = 2n + 1 + [l > 0]
+//     y_t = sum_{k,d} GELU(l_{t,k,d}) w_out_t[r_{t,k,d}]
+//
+// Cost per token: K (D+1) dot products and as many axpys of length W. The work is small; what
+// costs is memory. So the kernels are shaped by where each row comes from:
+//   route    four tokens walk in lockstep (four independent dot products hide each level's
+//            latency); a token's x row stays in L1 for all its levels, and the next group's x rows
+//            are prefetched level by level, so the x stream overlaps the arithmetic.
+//   combine  tokens go in leaf order, four at a time: rows the four share (the top of their
+//            paths) are loaded once for all four, every output chunk is accumulated in registers
+//            across all of a token's rows, and written once with non-temporal stores (y is not
+//            read back here, so it should not evict the weights from the cache).
+// Threads: PyTorch's intra-op pool (at::parallel_for), so no second thread pool competes with it.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+// 16 floats: one AVX-512 register, or two AVX2 / four SSE registers elsewhere (GCC vector extension).
+using v16 = float __attribute__((vector_size(64)));
+
+inline v16 load16(const float* p) {
+  v16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline v16 splat(float s) { return v16{} + s; }
+
+inline float hsum(v16 v) {
+#if defined(__AVX512F__)
+  return _mm512_reduce_add_ps(reinterpret_cast<__m512>(v));
+#else
+  float s = 0.0f;
+  for (int i = 0; i < 16; ++i) s += v[i];
+  return s;
+#endif
+}
+
+// Stores a finished output chunk; non-temporal (bypassing the cache) where the target is aligned.
+inline void store16(float* p, v16 v) {
+#if defined(__AVX512F__)
+  if ((reinterpret_cast<std::uintptr_t>(p) & 63) == 0) {
+    _mm512_stream_ps(p, reinterpret_cast<__m512>(v));
+    return;
+  }
+#endif
+  std::memcpy(p, &v, sizeof v);
+}
+
+inline void store_fence() {
+#if defined(__AVX512F__)
+  _mm_sfence();  // non-temporal stores are weakly ordered: publish them before the thread returns
+#endif
+}
+
+// s_i = x_i . w_i for four (x, w) pairs of rows of length W.
+inline void dot4(const float* const* x, const float* const* w, int64_t width, float* s) {
+  v16 a0{}, a1{}, a2{}, a3{}, b0{}, b1{}, b2{}, b3{};  // two accumulators per pair: FMA latency
+  int64_t j = 0;
+  for (; j + 32 <= width; j += 32) {
+    a0 += load16(x[0] + j) * load16(w[0] + j);
+    a1 += load16(x[1] + j) * load16(w[1] + j);
+    a2 += load16(x[2] + j) * load16(w[2] + j);
+    a3 += load16(x[3] + j) * load16(w[3] + j);
+    b0 += load16(x[0] + j + 16) * load16(w[0] + j + 16);
+    b1 += load16(x[1] + j + 16) * load16(w[1] + j + 16);
+    b2 += load16(x[2] + j + 16) * load16(w[2] + j + 16);
+    b3 += load16(x[3] + j + 16) * load16(w[3] + j + 16);
+  }
+  for (; j + 16 <= width; j += 16) {
+    a0 += load16(x[0] + j) * load16(w[0] + j);
+    a1 += load16(x[1] + j) * load16(w[1] + j);
+    a2 += load16(x[2] + j) * load16(w[2] + j);
+    a3 += load16(x[3] + j) * load16(w[3] + j);
+  }
+  s[0] = hsum(a0 + b0);
+  s[1] = hsum(a1 + b1);
+  s[2] = hsum(a2 + b2);
+  s[3] = hsum(a3 + b3);
+  for (; j < width; ++j)
+    for (int i = 0; i < 4; ++i) s[i] += x[i][j] * w[i][j];
+}
+
+// Walks every tree for every token.
+// x (T, W), w_in (K N, W), b_in (K N,) or null -> rows (T, K L) int64, logits (T, K L), L = D + 1,
+// column v = k L + d holding tree k, level d.
+void route(const float* x, const float* w_in, const float* b_in, int64_t n_tokens, int64_t width,
+           int64_t n_nodes, int64_t n_levels, int64_t n_trees, int64_t* rows, float* logits) {
+  const int64_t n_cols = n_trees * n_levels;
+  const int64_t n_groups = (n_tokens + 3) / 4;
+  const int64_t lines_per_group = (4 * width * int64_t(sizeof(float)) + 63) / 64;
+  const int64_t lines_per_level = (lines_per_group + n_cols - 1) / n_cols;
+  at::parallel_for(0, n_groups, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t g = begin; g < end; ++g) {
+      int64_t t[4];
+      const float* xs[4];
+      for (int i = 0; i < 4; ++i) {
+        t[i] = std::min(4 * g + i, n_tokens - 1);  // a short last group repeats its last token
+        xs[i] = x + t[i] * width;
+      }
+      const char* next_x = g + 1 < end ? reinterpret_cast<const char*>(x + 4 * (g + 1) * width) : nullptr;
+      int64_t step = 0;
+      for (int64_t k = 0; k < n_trees; ++k) {
+        int64_t node[4] = {0, 0, 0, 0};
+        for (int64_t d = 0; d < n_levels; ++d, ++step) {
+          if (next_x != nullptr) {  // a slice of the next group's x rows per level
+            const int64_t first = step * lines_per_level;
+            const int64_t last = std::min(lines_per_group, first + lines_per_level);
+            for (int64_t line = first; line < last; ++line) __builtin_prefetch(next_x + 64 * line, 0, 3);
+          }
+          const float* ws[4];
+          int64_t r[4];
+          for (int i = 0; i < 4; ++i) {
+            r[i] = k * n_nodes + node[i];
+            ws[i] = w_in + r[i] * width;
+          }
+          float s[4];
+          dot4(xs, ws, width, s);
+          const int64_t v = k * n_levels + d;
+          for (int i = 0; i < 4; ++i) {
+            const float l = s[i] + (b_in != nullptr ? b_in[r[i]] : 0.0f);
+            rows[t[i] * n_cols + v] = r[i];
+            logits[t[i] * n_cols + v] = l;
+            node[i] = 2 * node[i] + (l > 0.0f ? 2 : 1);  // 0 and NaN go left, as in the reference
+          }
+        }
+      }
+    }
+  });
+}
+
+// Tokens sorted (stably) by key in [0, n_keys): counting sort, (T,) -> (T,).
+void counting_order(const int64_t* key, int64_t key_stride, int64_t key_offset, int64_t n_tokens,
+                    int64_t n_keys, int64_t* order) {
+  std::vector<int64_t> start(n_keys + 1, 0);
+  for (int64_t t = 0; t < n_tokens; ++t) ++start[key[t * key_stride] - key_offset + 1];
+  for (int64_t k = 0; k < n_keys; ++k) start[k + 1] += start[k];
+  for (int64_t t = 0; t < n_tokens; ++t) order[start[key[t * key_stride] - key_offset]++] = t;
+}
+
+// y[t] = sum_v coef[t, v] src[rows[t, v]] for one token, 32 columns per pass (W % 32 == 0 part).
+inline void combine_one(const float* src, const int64_t* r, const float* c, int64_t n_visits, int64_t width,
+                        int64_t j0, int64_t j1, float* y) {
+  for (int64_t j = j0; j < j1; j += 32) {
+    v16 a{}, b{};
+    for (int64_t v = 0; v < n_visits; ++v) {
+      const float* p = src + r[v] * width + j;
+      const v16 k = splat(c[v]);
+      a += k * load16(p);
+      b += k * load16(p + 16);
+    }
+    store16(y + j, a);
+    store16(y + j + 16, b);
+  }
+}
+
+// Columns [j0, width) one float at a time: the tail when W is not a multiple of 32.
+inline void combine_tail(const float* src, const int64_t* r, const float* c, int64_t n_visits, int64_t width,
+                         int64_t j0, float* y) {
+  for (int64_t j = j0; j < width; ++j) {
+    float s = 0.0f;
+    for (int64_t v = 0; v < n_visits; ++v) s += c[v] * src[r[v] * width + j];
+    y[j] = s;
+  }
+}
+
+// out[t] = sum_v coef[t, v] src[rows[t, v]]:  src (R, W), rows/coef (T, V), order (T,) -> out (T, W).
+void combine(const float* src, const int64_t* rows, const float* coef, const int64_t* order, int64_t n_tokens,
+             int64_t n_visits, int64_t width, float* out) {
+  const int64_t body = width / 32 * 32;
+  const int64_t n_groups = (n_tokens + 3) / 4;
+  at::parallel_for(0, n_groups, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t g = begin; g < end; ++g) {
+      const int64_t i = 4 * g;
+      if (i + 4 > n_tokens) {  // a short last group: token by token
+        for (int64_t q = i; q < n_tokens; ++q) {
+          const int64_t t = order[q];
+          combine_one(src, rows + t * n_visits, coef + t * n_visits, n_visits, width, 0, body, out + t * width);
+          combine_tail(src, rows + t * n_visits, coef + t * n_visits, n_visits, width, body, out + t * width);
+        }
+        continue;
+      }
+      const int64_t* r[4];
+      const float* c[4];
+      float* y[4];
+      for (int q = 0; q < 4; ++q) {
+        const int64_t t = order[i + q];
+        r[q] = rows + t * n_visits;
+        c[q] = coef + t * n_visits;
+        y[q] = out + t * width;
+      }
+      int64_t shared = 0;  // leading visits whose row the four tokens share
+      while (shared < n_visits && r[0][shared] == r[1][shared] && r[0][shared] == r[2][shared] &&
+             r[0][shared] == r[3][shared])
+        ++shared;
+      for (int64_t j = 0; j < body; j += 32) {
+        v16 a0{}, a1{}, a2{}, a3{}, b0{}, b1{}, b2{}, b3{};  // (4 tokens) x (32 columns), in registers
+        for (int64_t v = 0; v < shared; ++v) {  // one row, four coefficients
+          const float* p = src + r[0][v] * width + j;
+          const v16 lo = load16(p), hi = load16(p + 16);
+          const v16 k0 = splat(c[0][v]), k1 = splat(c[1][v]), k2 = splat(c[2][v]), k3 = splat(c[3][v]);
+          a0 += k0 * lo;
+          b0 += k0 * hi;
+          a1 += k1 * lo;
+          b1 += k1 * hi;
+          a2 += k2 * lo;
+          b2 += k2 * hi;
+          a3 += k3 * lo;
+          b3 += k3 * hi;
+        }
+        for (int64_t v = shared; v < n_visits; ++v) {  // four rows
+          const float* p0 = src + r[0][v] * width + j;
+          const float* p1 = src + r[1][v] * width + j;
+          const float* p2 = src + r[2][v] * width + j;
+          const float* p3 = src + r[3][v] * width + j;
+          a0 += splat(c[0][v]) * load16(p0);
+          b0 += splat(c[0][v]) * load16(p0 + 16);
+          a1 += splat(c[1][v]) * load16(p1);
+          b1 += splat(c[1][v]) * load16(p1 + 16);
+          a2 += splat(c[2][v]) * load16(p2);
+          b2 += splat(c[2][v]) * load16(p2 + 16);
+          a3 += splat(c[3][v]) * load16(p3);
+          b3 += splat(c[3][v]) * load16(p3 + 16);
+        }
+        store16(y[0] + j, a0);
+        store16(y[0] + j + 16, b0);
+        store16(y[1] + j, a1);
+        store16(y[1] + j + 16, b1);
+        store16(y[2] + j, a2);
+        store16(y[2] + j + 16, b2);
+        store16(y[3] + j, a3);
+        store16(y[3] + j + 16, b3);
+      }
+      for (int q = 0; q < 4; ++q) combine_tail(src, r[q], c[q], n_visits, width, body, y[q]);
+    }
+    store_fence();
+  });
+}
+
+void check_rows(const at::Tensor& t, const char* name, int64_t n_rows, int64_t width) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous() && t.dim() == 2,
+              "fff_forward: ", name, " must be a contiguous float32 CPU matrix");
+  TORCH_CHECK(t.size(0) == n_rows && t.size(1) == width, "fff_forward: ", name, " has shape ", t.sizes(),
+              ", expected (", n_rows, ", ", width, ")");
+}
+
+// (y, rows, logits, act, order): the output (T, W), the visited rows and their logits and GELU
+// activations (T, K (D+1)), and the tokens in the leaf order of the first tree (T,).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fff_forward(
+    const at::Tensor& x, const at::Tensor& w_in, const std::optional<at::Tensor>& b_in, const at::Tensor& w_out_t,
+    int64_t depth, int64_t trees) {
+  TORCH_CHECK(depth >= 0 && trees >= 1, "fff_forward: needs depth >= 0 and trees >= 1");
+  const int64_t n_levels = depth + 1, n_nodes = (int64_t(1) << n_levels) - 1;
+  const int64_t n_tokens = x.size(0), width = x.size(1), n_visits = trees * n_levels;
+  check_rows(x, "x", n_tokens, width);
+  check_rows(w_in, "w_in", trees * n_nodes, width);
+  check_rows(w_out_t, "w_out_t", trees * n_nodes, width);
+  const float* bias = nullptr;
+  if (b_in.has_value()) {
+    TORCH_CHECK(b_in->scalar_type() == at::kFloat && b_in->is_contiguous() && b_in->numel() == trees * n_nodes,
+                "fff_forward: b_in must be a contiguous float32 vector of ", trees * n_nodes);
+    bias = b_in->data_ptr<float>();
+  }
+  auto rows = at::empty({n_tokens, n_visits}, x.options().dtype(at::kLong));
+  auto logits = at::empty({n_tokens, n_visits}, x.options());
+  auto order = at::empty({n_tokens}, x.options().dtype(at::kLong));
+  auto y = at::empty({n_tokens, width}, x.options());
+  if (n_tokens == 0) return {y, rows, logits, logits.clone(), order};
+  route(x.data_ptr<float>(), w_in.data_ptr<float>(), bias, n_tokens, width, n_nodes, n_levels, trees,
+        rows.data_ptr<int64_t>(), logits.data_ptr<float>());
+  auto act = at::gelu(logits);  // PyTorch's GELU: the reference path's activation values
+  const int64_t first_leaf = (int64_t(1) << depth) - 1;
+  counting_order(rows.data_ptr<int64_t>() + depth, n_visits, first_leaf, n_tokens, int64_t(1) << depth,
+                 order.data_ptr<int64_t>());
+  combine(w_out_t.data_ptr<float>(), rows.data_ptr<int64_t>(), act.data_ptr<float>(), order.data_ptr<int64_t>(),
+          n_tokens, n_visits, width, y.data_ptr<float>());
+  return {y, rows, logits, act, order};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(leanbert_fff, m) {
+  m.def("forward(Tensor x, Tensor w_in, Tensor? b_in, Tensor w_out_t, int depth, int trees) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(leanbert_fff, CPU, m) { m.impl("forward", &fff_forward); }

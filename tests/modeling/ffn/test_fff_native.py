@@ -1,0 +1,109 @@
+"""The compiled C++ FFF forward against the numba forward and the reference path.
+
+`fff_kernel.forward` takes the compiled forward when it is available, so test_fff.py's "kernel"
+tests run it end to end; here the two backends are compared directly, output by output, so
+that the numba forward (the fallback) stays covered too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from leanbert.modeling.ffn import fff
+
+pytestmark = pytest.mark.skipif(fff.fff_kernel is None, reason="numba is not available")
+
+if fff.fff_kernel is not None:
+    from leanbert.modeling.ffn import fff_kernel, fff_native
+
+from tests.modeling.ffn.test_fff import golden, golden_layer, make_layer, routing_margin  # noqa: F401
+
+
+def test_builds_wherever_a_compiler_is_present():
+    if os.environ.get("LEANBERT_NATIVE") == "0" or shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("the compiled forward is turned off, or there is no C++ compiler")
+    assert fff_native.available()
+
+
+def backends(layer, x):
+    """(numba, native) forwards of `layer` on x (T, W): each (y, rows, logits, act, order)."""
+    if not fff_native.available():
+        pytest.skip("the compiled forward is unavailable here")
+    w_in = layer.linear_in.weight.detach()
+    b_in = layer.linear_in.bias.detach() if layer.linear_in.bias is not None else None
+    w_out_t = layer.linear_out.weight.detach().t().contiguous()
+    args = (x.contiguous(), w_in, b_in, w_out_t, layer.depth, layer.trees)
+    return fff_kernel.numba_forward(*args), fff_native.forward(*args)
+
+
+def assert_backends_agree(layer, x):
+    (y, rows, logits, act, order), (y_n, rows_n, logits_n, act_n, order_n) = backends(layer, x)
+    assert torch.equal(rows_n, rows)
+    assert torch.equal(order_n, order)  # the same stable leaf order
+    torch.testing.assert_close(logits_n, logits, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(act_n, act, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(y_n, y, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(y_n, layer.reference_forward(x), atol=1e-6, rtol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    width=st.sampled_from([1, 5, 16, 31, 32, 33, 48, 64, 80, 100]),  # vector body, 16-wide step, scalar tail
+    depth=st.integers(0, 6),
+    trees=st.integers(1, 4),
+    tokens=st.integers(0, 41),  # groups of four and a short last group
+    bias=st.booleans(),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_native_matches_numba_and_reference(width, depth, trees, tokens, bias, seed):
+    layer = make_layer(width, depth, trees, seed, bias)
+    x = torch.randn(tokens, width, generator=torch.Generator().manual_seed(seed + 1))
+    assume(routing_margin(layer, x) > 1e-5)
+    assert_backends_agree(layer, x)
+
+
+@pytest.mark.parametrize("tokens", [4, 64, 203])
+def test_tokens_sharing_whole_paths(tokens):
+    """Few leaves for many tokens: the combine's shared-row branch does most of the work."""
+    layer = make_layer(40, depth=3, trees=2, seed=tokens)
+    x = torch.randn(tokens, 40, generator=torch.Generator().manual_seed(5))
+    if routing_margin(layer, x) <= 1e-5:
+        pytest.skip("a logit within float32 noise of 0")
+    assert_backends_agree(layer, x)
+
+
+def test_zero_logits_go_left():
+    layer = make_layer(32, depth=4, trees=2, seed=0)
+    with torch.no_grad():
+        layer.linear_in.weight.zero_()
+        layer.linear_in.bias.zero_()
+    _, (_, rows, _, _, _) = backends(layer, torch.randn(3, 32))
+    left_spine = [0, 1, 3, 7, 15]
+    assert rows.tolist() == [left_spine + [31 + n for n in left_spine]] * 3
+
+
+@pytest.mark.parametrize("tag", ["p1", "p4"])
+def test_numba_forward_matches_golden(golden, tag):  # noqa: F811
+    """The fallback forward alone reproduces the original layer's outputs."""
+    layer = golden_layer(golden, tag, "kernel")
+    x = golden["inputs"]["x_64x32"]
+    w_out_t = layer.linear_out.weight.detach().t().contiguous()
+    y = fff_kernel.numba_forward(x, layer.linear_in.weight.detach(), layer.linear_in.bias.detach(), w_out_t,
+                                 layer.depth, layer.trees)[0]
+    torch.testing.assert_close(y, golden["outputs"][f"{tag}.x_64x32.y"], atol=1e-6, rtol=1e-5)
+
+
+def test_bad_shapes_are_refused():
+    if not fff_native.available():
+        pytest.skip("the compiled forward is unavailable here")
+    w = torch.randn(7, 8)
+    with pytest.raises(RuntimeError, match="w_in has shape"):
+        fff_native.forward(torch.randn(3, 8), torch.randn(6, 8), None, w, 2, 1)
+    with pytest.raises(RuntimeError, match="x must be a contiguous float32"):
+        fff_native.forward(torch.randn(3, 8, dtype=torch.float64), w, None, w, 2, 1)
