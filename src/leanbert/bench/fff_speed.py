@@ -1,11 +1,14 @@
 """`leanbert bench fff`: UltraFastBERT's fast feed-forward against the dense feed-forward it replaces.
 
-(a) layer inference: FFF (width 768, depth 11, 1 tree; numba kernel) vs transformers-style dense FF
+(a) layer inference: FFF (width 768, depth 11, 1 tree; compiled forward, `fff_native`, or the numba
+    kernels where it cannot be built) vs transformers-style dense FF
     (768 -> 3072 -> 768, GELU) on the same 8,192 tokens; a plain-PyTorch gather FFF for context.
 (b) layer training step (forward + backward into the input and every parameter), same layers.
 (c) whole-model inference: `ultrafastbert-1x11` vs the same crammedBERT backbone with a dense FF
     (intermediate 3072), batch 8 x 128, random weights, under inference_mode.
-All runs are interleaved in one process; figures are medians, speedups ratios of medians.
+All runs are interleaved in one process; figures are medians, speedups ratios of medians. The
+layer runs take at least 9 turns each: on a shared 2-core VM single FFF calls sometimes take 2x
+their usual time (memory-bound work next to noisy neighbours), and a median of 5 still moved.
 """
 
 from __future__ import annotations
@@ -69,7 +72,10 @@ def model_speed(batch: int = 8, length: int = 128, repeats: int = 5) -> dict:
 
 
 def run(repeats: int = 5) -> dict:
-    result = {"threads": torch.get_num_threads(), "torch": torch.__version__}
-    result.update(layer_speed(repeats=max(repeats, 5)))
+    from leanbert.modeling.ffn import fff_native
+
+    result = {"threads": torch.get_num_threads(), "torch": torch.__version__,
+              "fff_forward": "compiled (fff_native)" if fff_native.available() else "numba"}
+    result.update(layer_speed(repeats=max(repeats, 9)))
     result.update(model_speed(repeats=repeats))
     return result

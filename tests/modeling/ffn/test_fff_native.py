@@ -107,3 +107,47 @@ def test_bad_shapes_are_refused():
         fff_native.forward(torch.randn(3, 8), torch.randn(6, 8), None, w, 2, 1)
     with pytest.raises(RuntimeError, match="x must be a contiguous float32"):
         fff_native.forward(torch.randn(3, 8, dtype=torch.float64), w, None, w, 2, 1)
+
+
+def test_recycled_outputs_never_alias_live_ones():
+    """Large outputs come from a recycling pool: a live output is never handed out again."""
+    layer = make_layer(512, depth=3, trees=1, seed=4)
+    x = torch.randn(1024, 512, generator=torch.Generator().manual_seed(6))  # 2 MB outputs: pooled
+
+    def native(inputs):
+        return backends(layer, inputs)[1][0]
+
+    y1 = native(x)
+    kept = y1.clone()
+    outputs = [native(2 * x) for _ in range(3)]  # more calls while y1 is alive
+    ptrs = {y.data_ptr() for y in outputs}
+    assert len(ptrs) == 3 and y1.data_ptr() not in ptrs
+    assert torch.equal(y1, kept)
+    del outputs  # their buffers go back to the pool...
+    again = native(x)
+    assert again.data_ptr() in ptrs  # ...and one is taken again, and filled with the right values
+    torch.testing.assert_close(again, kept)
+
+
+def test_turned_off_the_numba_forward_serves(monkeypatch):
+    """LEANBERT_NATIVE=0 (or a failed build) leaves the kernel path on the numba forward."""
+    monkeypatch.setattr(fff_native, "_state", {})
+    monkeypatch.setenv("LEANBERT_NATIVE", "0")
+    assert not fff_native.available()
+    layer = make_layer(24, depth=4, trees=2, seed=8)
+    layer.impl = "kernel"
+    x = torch.randn(9, 24, generator=torch.Generator().manual_seed(9))
+    if routing_margin(layer, x) <= 1e-5:
+        pytest.skip("a logit within float32 noise of 0")
+    torch.testing.assert_close(layer(x), layer.reference_forward(x), atol=1e-6, rtol=1e-5)
+
+
+def test_a_failed_build_is_reported_and_falls_back(monkeypatch, caplog):
+    def broken_build():
+        raise RuntimeError("Ninja is required to load C++ extensions")
+
+    monkeypatch.setattr(fff_native, "_state", {})
+    monkeypatch.delenv("LEANBERT_NATIVE", raising=False)
+    monkeypatch.setattr(fff_native, "_build", broken_build)
+    assert not fff_native.available()
+    assert "Ninja is required" in caplog.text and "numba" in caplog.text

@@ -24,8 +24,10 @@ Three implementations sit side by side and are picked once, by `impl`:
   "reference"  all logits, then route and mask, as the original layer does (readable; the
                parity baseline the tests use);
   "gather"     plain PyTorch, but only visited rows: one gather per level;
-  "kernel"     numba kernels that read only visited rows, forward and backward
-               (fff_kernel.py), for float32 on CPU; anything else falls back to "gather".
+  "kernel"     kernels that read only visited rows, forward and backward, for float32 on CPU
+               (anything else falls back to "gather"): the forward is the compiled C++ one
+               (fff_native.py, built on first use) or, where it cannot be built, numba's
+               (fff_kernel.py); the backward is numba's.
 "auto" is "kernel" when numba imports, otherwise "gather".
 """
 

@@ -19,6 +19,9 @@ about twice that backward, against 4 K N W for the same layer evaluated densely 
 D = 11). Memory: the routing record, (T, V) row ids and (T, V) logits; the backward writes dense
 (K N, W) weight gradients, because optimisers expect dense `.grad`.
 
+`forward` hands the forward pass to the compiled C++ version in `fff_native` when it could be
+built (same tensors out, tested against `numba_forward`); the backward always runs here.
+
 The kernels are numba-compiled (and cached on disk) and parallel over tokens, except the
 weight-gradient kernel, which is parallel over column blocks so that threads never write the
 same memory and the sum over tokens keeps a fixed order (bitwise reproducible). GELU and its
