@@ -6,8 +6,10 @@
 //     r = k N + n,   l = w_in[r] . x_t + b_in[r],   next n = 2n + 1 + [l > 0]
 //     y_t = sum_{k,d} GELU(l_{t,k,d}) w_out_t[r_{t,k,d}]
 //
-// Cost per token: K (D+1) dot products and as many axpys of length W. The work is small; what
-// costs is memory. So the kernels are shaped by where each row comes from:
+// Cost per token: K (D+1) dot products and as many axpys of length W (4 K (D+1) W FLOPs). Memory:
+// x (T, W) read once, the visited rows of w_in and w_out_t (K N, W) read, y (T, W) written once,
+// plus (T, K (D+1)) rows, logits and activations. The arithmetic is small; what costs is memory,
+// so the kernels are shaped by where each row comes from:
 //   route    four tokens walk in lockstep (four independent dot products hide each level's
 //            latency); a token's x row stays in L1 for all its levels, and the next group's x rows
 //            are prefetched (non-temporally) level by level, so the x stream overlaps the arithmetic.
