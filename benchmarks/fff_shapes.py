@@ -49,7 +49,7 @@ def main() -> None:
         for k, d in SHAPES
     }
     result = {"tokens": args.tokens, "width": width, "threads": torch.get_num_threads(),
-              "fff_forward": "compiled (fff_native)" if fff_native.available() else "numba",
+              "fff_forward": fff_native.backend(),
               "dense_ms": round(1e3 * seconds["dense"], 1), "shapes": shapes}
     write_results(args.results, "fff_shapes", result, "FFF layer shapes (trees x depth) against dense, inference")
     for name, row in shapes.items():

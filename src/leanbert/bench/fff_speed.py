@@ -75,7 +75,7 @@ def run(repeats: int = 5) -> dict:
     from leanbert.modeling.ffn import fff_native
 
     result = {"threads": torch.get_num_threads(), "torch": torch.__version__,
-              "fff_forward": "compiled (fff_native)" if fff_native.available() else "numba"}
+              "fff_forward": fff_native.backend()}
     result.update(layer_speed(repeats=max(repeats, 9)))
     result.update(model_speed(repeats=repeats))
     return result

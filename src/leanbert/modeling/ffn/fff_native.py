@@ -76,6 +76,11 @@ def available() -> bool:
     return bool(_state["ok"])
 
 
+def backend() -> str:
+    """Which FFF forward serves here, for benchmark records: "compiled (fff_native)" or "numba"."""
+    return "compiled (fff_native)" if available() else "numba"
+
+
 def forward(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor | None, w_out_t: torch.Tensor, depth: int, trees: int):
     """(y, rows, logits, act, order), as `fff_kernel.forward` returns them.
 

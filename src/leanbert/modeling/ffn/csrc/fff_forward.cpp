@@ -176,10 +176,21 @@ void counting_order(const int64_t* key, int64_t key_stride, int64_t key_offset, 
   for (int64_t t = 0; t < n_tokens; ++t) order[start[key[t * key_stride] - key_offset]++] = t;
 }
 
-// y[t] = sum_v coef[t, v] src[rows[t, v]] for one token, 32 columns per pass (W % 32 == 0 part).
+// Columns [j0, width) one float at a time: the tail when W is not a multiple of 32.
+inline void combine_tail(const float* src, const int64_t* r, const float* c, int64_t n_visits, int64_t width,
+                         int64_t j0, float* y) {
+  for (int64_t j = j0; j < width; ++j) {
+    float s = 0.0f;
+    for (int64_t v = 0; v < n_visits; ++v) s += c[v] * src[r[v] * width + j];
+    y[j] = s;
+  }
+}
+
+// y = sum_v c[v] src[r[v]] for one token: r/c (V,), y (W,); 32 columns per pass up to `body`
+// (W rounded down to 32), then the tail.
 inline void combine_one(const float* src, const int64_t* r, const float* c, int64_t n_visits, int64_t width,
-                        int64_t j0, int64_t j1, float* y) {
-  for (int64_t j = j0; j < j1; j += 32) {
+                        int64_t body, float* y) {
+  for (int64_t j = 0; j < body; j += 32) {
     v16 a{}, b{};
     for (int64_t v = 0; v < n_visits; ++v) {
       const float* p = src + r[v] * width + j;
@@ -190,16 +201,7 @@ inline void combine_one(const float* src, const int64_t* r, const float* c, int6
     store16(y + j, a);
     store16(y + j + 16, b);
   }
-}
-
-// Columns [j0, width) one float at a time: the tail when W is not a multiple of 32.
-inline void combine_tail(const float* src, const int64_t* r, const float* c, int64_t n_visits, int64_t width,
-                         int64_t j0, float* y) {
-  for (int64_t j = j0; j < width; ++j) {
-    float s = 0.0f;
-    for (int64_t v = 0; v < n_visits; ++v) s += c[v] * src[r[v] * width + j];
-    y[j] = s;
-  }
+  combine_tail(src, r, c, n_visits, width, body, y);
 }
 
 // out[t] = sum_v coef[t, v] src[rows[t, v]]:  src (R, W), rows/coef (T, V), order (T,) -> out (T, W).
@@ -213,8 +215,7 @@ void combine(const float* src, const int64_t* rows, const float* coef, const int
       if (i + 4 > n_tokens) {  // a short last group: token by token
         for (int64_t q = i; q < n_tokens; ++q) {
           const int64_t t = order[q];
-          combine_one(src, rows + t * n_visits, coef + t * n_visits, n_visits, width, 0, body, out + t * width);
-          combine_tail(src, rows + t * n_visits, coef + t * n_visits, n_visits, width, body, out + t * width);
+          combine_one(src, rows + t * n_visits, coef + t * n_visits, n_visits, width, body, out + t * width);
         }
         continue;
       }
@@ -290,32 +291,36 @@ class BufferPool {
   at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
     const size_t bytes = size_t(c10::multiply_integers(sizes)) * options.dtype().itemsize();
     if (bytes < kMinBytes) return at::empty(sizes, options);
-    void* data = take(bytes);
-    if (data == nullptr) data = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    auto [data, capacity] = take(bytes);
+    if (data == nullptr) {
+      capacity = (bytes + 63) / 64 * 64;
+      data = std::aligned_alloc(64, capacity);
+    }
     TORCH_CHECK(data != nullptr, "fff_forward: out of memory allocating ", bytes, " bytes");
-    return at::from_blob(data, sizes, [bytes](void* p) { instance().give(p, bytes); }, options);
+    return at::from_blob(data, sizes, [capacity](void* p) { instance().give(p, capacity); }, options);
   }
 
  private:
   static constexpr size_t kMinBytes = size_t(1) << 20;
   static constexpr size_t kMaxFree = 4;
 
-  void* take(size_t bytes) {  // the smallest free buffer that fits and wastes at most half of it
+  // (buffer, capacity): the smallest free buffer that fits and wastes at most half of it, or null
+  std::pair<void*, size_t> take(size_t bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto best = free_.end();
     for (auto it = free_.begin(); it != free_.end(); ++it)
       if (it->first >= bytes && it->first <= 2 * bytes && (best == free_.end() || it->first < best->first)) best = it;
-    if (best == free_.end()) return nullptr;
-    void* data = best->second;
+    if (best == free_.end()) return {nullptr, 0};
+    const auto [capacity, data] = *best;
     free_.erase(best);
-    return data;
+    return {data, capacity};
   }
 
-  void give(void* data, size_t bytes) {
+  void give(void* data, size_t capacity) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (free_.size() < kMaxFree) {
-        free_.emplace_back(bytes, data);
+        free_.emplace_back(capacity, data);
         return;
       }
     }
