@@ -10,9 +10,11 @@
 // x (T, W) read once, the visited rows of w_in and w_out_t (K N, W) read, y (T, W) written once,
 // plus (T, K (D+1)) rows, logits and activations. The arithmetic is small; what costs is memory,
 // so the kernels are shaped by where each row comes from:
-//   route    four tokens walk in lockstep (four independent dot products hide each level's
-//            latency); a token's x row stays in L1 for all its levels, and the next group's x rows
-//            are prefetched (non-temporally) level by level, so the x stream overlaps the arithmetic.
+//   route    a block of 64 tokens walks the tree level by level: its x rows (192 KB) come from
+//            memory once and then stay in L2, four tokens at a time give four independent dot
+//            products, and the rows one level needs are all known before it starts (measured:
+//            10-15% faster than walking four tokens to the leaves and prefetching the next four's x;
+//            prefetching next-level rows or next-block x rows on top changed nothing measurable).
 //   combine  tokens go in leaf order, four at a time: rows the four share (the top of their
 //            paths) are loaded once for all four, every output chunk is accumulated in registers
 //            across all of a token's rows, and written once with non-temporal stores (y is not
@@ -117,49 +119,42 @@ inline void dot4(const float* const* x, const float* const* w, int64_t width, fl
     for (int i = 0; i < 4; ++i) s[i] += x[i][j] * w[i][j];
 }
 
-// Walks every tree for every token.
+// Walks every tree for every token, level by level over blocks of kRouteBlock tokens.
 // x (T, W), w_in (K N, W), b_in (K N,) or null -> rows (T, K L) int64, logits (T, K L), L = D + 1,
 // column v = k L + d holding tree k, level d.
+constexpr int64_t kRouteBlock = 64;  // 64 x rows = 192 KB at W = 768: they stay in L2 for all levels
+
 void route(const float* x, const float* w_in, const float* b_in, int64_t n_tokens, int64_t width,
            int64_t n_nodes, int64_t n_levels, int64_t n_trees, int64_t* rows, float* logits) {
   const int64_t n_cols = n_trees * n_levels;
-  const int64_t n_groups = (n_tokens + 3) / 4;
-  const int64_t lines_per_group = (4 * width * int64_t(sizeof(float)) + 63) / 64;
-  const int64_t lines_per_level = (lines_per_group + n_cols - 1) / n_cols;
-  parallel_chunks(n_groups, 32, [&](int64_t begin, int64_t end) {
-    for (int64_t g = begin; g < end; ++g) {
-      int64_t t[4];
-      const float* xs[4];
-      for (int i = 0; i < 4; ++i) {
-        t[i] = std::min(4 * g + i, n_tokens - 1);  // a short last group repeats its last token
-        xs[i] = x + t[i] * width;
-      }
-      const char* next_x = g + 1 < end ? reinterpret_cast<const char*>(x + 4 * (g + 1) * width) : nullptr;
-      int64_t step = 0;
+  const int64_t n_blocks = (n_tokens + kRouteBlock - 1) / kRouteBlock;
+  parallel_chunks(n_blocks, 1, [&](int64_t begin, int64_t end) {
+    int64_t node[kRouteBlock];  // each token's current node in tree k
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t first = b * kRouteBlock, size = std::min(kRouteBlock, n_tokens - first);
       for (int64_t k = 0; k < n_trees; ++k) {
-        int64_t node[4] = {0, 0, 0, 0};
-        for (int64_t d = 0; d < n_levels; ++d, ++step) {
-          if (next_x != nullptr) {  // a slice of the next group's x rows per level
-            const int64_t first = step * lines_per_level;
-            const int64_t last = std::min(lines_per_group, first + lines_per_level);
-            // non-temporal: x is read here and never again, so it should not push the weights
-            // out of L2/L3 (measured: route 3.9 -> 3.3 ms, and the combine after it 1.9 -> 1.6 ms)
-            for (int64_t line = first; line < last; ++line) __builtin_prefetch(next_x + 64 * line, 0, 0);
-          }
-          const float* ws[4];
-          int64_t r[4];
-          for (int i = 0; i < 4; ++i) {
-            r[i] = k * n_nodes + node[i];
-            ws[i] = w_in + r[i] * width;
-          }
-          float s[4];
-          dot4(xs, ws, width, s);
+        std::fill(node, node + size, int64_t(0));
+        for (int64_t d = 0; d < n_levels; ++d) {
           const int64_t v = k * n_levels + d;
-          for (int i = 0; i < 4; ++i) {
-            const float l = s[i] + (b_in != nullptr ? b_in[r[i]] : 0.0f);
-            rows[t[i] * n_cols + v] = r[i];
-            logits[t[i] * n_cols + v] = l;
-            node[i] = 2 * node[i] + (l > 0.0f ? 2 : 1);  // 0 and NaN go left, as in the reference
+          for (int64_t i0 = 0; i0 < size; i0 += 4) {  // four tokens, four independent dot products
+            int64_t i[4], r[4];
+            const float* xs[4];
+            const float* ws[4];
+            for (int q = 0; q < 4; ++q) {
+              i[q] = std::min(i0 + q, size - 1);  // a short last group repeats its last token
+              r[q] = k * n_nodes + node[i[q]];
+              xs[q] = x + (first + i[q]) * width;
+              ws[q] = w_in + r[q] * width;
+            }
+            float s[4];
+            dot4(xs, ws, width, s);
+            for (int q = 0; q < 4 && i0 + q < size; ++q) {
+              const float l = s[q] + (b_in != nullptr ? b_in[r[q]] : 0.0f);
+              const int64_t t = first + i[q];
+              rows[t * n_cols + v] = r[q];
+              logits[t * n_cols + v] = l;
+              node[i[q]] = 2 * node[i[q]] + (l > 0.0f ? 2 : 1);  // 0 and NaN go left, as in the reference
+            }
           }
         }
       }
