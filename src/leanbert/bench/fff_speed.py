@@ -72,9 +72,10 @@ def model_speed(batch: int = 8, length: int = 128, repeats: int = 5) -> dict:
 
 
 def run(repeats: int = 5) -> dict:
+    from leanbert.bench import host
     from leanbert.modeling.ffn import fff_native
 
-    result = {"threads": torch.get_num_threads(), "torch": torch.__version__,
+    result = {"threads": torch.get_num_threads(), "torch": torch.__version__, "host": host.describe(),
               "fff_forward": fff_native.backend()}
     result.update(layer_speed(repeats=max(repeats, 9)))
     result.update(model_speed(repeats=repeats))
