@@ -6,9 +6,11 @@
 (b) layer training step (forward + backward into the input and every parameter), same layers.
 (c) whole-model inference: `ultrafastbert-1x11` vs the same crammedBERT backbone with a dense FF
     (intermediate 3072), batch 8 x 128, random weights, under inference_mode.
-All runs are interleaved in one process; figures are medians, speedups ratios of medians. The
-layer runs take at least 9 turns each: on a shared 2-core VM single FFF calls sometimes take 2x
-their usual time (memory-bound work next to noisy neighbours), and a median of 5 still moved.
+All runs are interleaved in one process; figures are medians, speedups ratios of medians. Every
+run takes at least 9 turns: on a shared 2-core VM single calls sometimes take 2x their usual time
+(memory-bound work next to noisy neighbours), and a median of 5 still moved. The record names the
+host (`host.describe()`): the FFF side is memory-bound and the dense side compute-bound, so the
+ratios depend on the machine's caches and memory bandwidth as much as on the code.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def run(repeats: int = 5) -> dict:
 
     result = {"threads": torch.get_num_threads(), "torch": torch.__version__, "host": host.describe(),
               "fff_forward": fff_native.backend()}
-    result.update(layer_speed(repeats=max(repeats, 9)))
-    result.update(model_speed(repeats=repeats))
+    turns = max(repeats, 9)
+    result.update(layer_speed(repeats=turns))
+    result.update(model_speed(repeats=turns))
     return result
