@@ -23,6 +23,7 @@ def main() -> None:
     import torch
     from torch import nn
 
+    from leanbert.bench import host
     from leanbert.bench.results import write_results
     from leanbert.bench.timing import interleaved_medians
     from leanbert.modeling.ffn import fff_native
@@ -48,7 +49,7 @@ def main() -> None:
                      "speedup_vs_dense": round(seconds["dense"] / seconds[f"{k}x{d}"], 1)}
         for k, d in SHAPES
     }
-    result = {"tokens": args.tokens, "width": width, "threads": torch.get_num_threads(),
+    result = {"tokens": args.tokens, "width": width, "threads": torch.get_num_threads(), "host": host.describe(),
               "fff_forward": fff_native.backend(),
               "dense_ms": round(1e3 * seconds["dense"], 1), "shapes": shapes}
     write_results(args.results, "fff_shapes", result, "FFF layer shapes (trees x depth) against dense, inference")

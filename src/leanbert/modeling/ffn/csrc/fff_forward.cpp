@@ -13,7 +13,7 @@
 //   route    a block of 64 tokens walks the tree level by level: its x rows (192 KB) come from
 //            memory once and then stay in L2, four tokens at a time give four independent dot
 //            products, and the rows one level needs are all known before it starts (measured:
-//            10-15% faster than walking four tokens to the leaves and prefetching the next four's x;
+//            8-13% faster than walking four tokens to the leaves and prefetching the next four's x;
 //            prefetching next-level rows or next-block x rows on top changed nothing measurable).
 //   combine  tokens go in leaf order, four at a time: rows the four share (the top of their
 //            paths) are loaded once for all four, every output chunk is accumulated in registers
