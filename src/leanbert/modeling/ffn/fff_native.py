@@ -7,7 +7,8 @@ registers, routing level by level over blocks of tokens whose inputs stay in L2,
 output stores (so that the weights stay in cache), PyTorch's own thread pool with dynamic chunks
 (no second OpenMP runtime competes for the cores), and a small pool that recycles large output
 buffers (a fresh 25 MB output costs ~6,000 page faults, more than the kernels). Measured at
-T = 8192, W = 768, D = 11 on 2 cores, interleaved: 1.38-1.51x faster than the numba forward.
+T = 8192, W = 768, D = 11 on 2 cores, interleaved: 1.38-1.51x faster than the numba forward on
+one host, 1.30-1.40x on another (each call after a dense layer, so with cold weights).
 
 Building needs a C++ compiler and `ninja` (a dependency); the first call compiles (~20 s here)
 into PyTorch's extension cache (`TORCH_EXTENSIONS_DIR`), later processes load the built library.
