@@ -7,9 +7,9 @@
 (c) whole-model inference: `ultrafastbert-1x11` vs the same crammedBERT backbone with a dense FF
     (intermediate 3072), batch 8 x 128, random weights, under inference_mode.
 All runs are interleaved in one process; figures are medians, speedups ratios of medians. Every
-run takes at least 9 turns: on a shared 2-core VM single calls sometimes take 2x their usual time
-(memory-bound work next to noisy neighbours), and a median of 5 still moved. The record names the
-host (`host.describe()`): the FFF side is memory-bound and the dense side compute-bound, so the
+run takes at least MIN_TURNS (9) turns: on a shared 2-core VM single calls sometimes take 2x their
+usual time (memory-bound work next to noisy neighbours), and a median of 5 still moved. The record
+names the host (`host.describe()`): the FFF side is memory-bound and the dense side compute-bound, so the
 ratios depend on the machine's caches and memory bandwidth as much as on the code.
 """
 
@@ -20,12 +20,14 @@ from torch import nn
 
 from leanbert.bench.timing import interleaved_medians
 
+MIN_TURNS = 9  # fewer, and the median still moved between runs on a shared 2-core VM
+
 
 def _dense_ff(width: int) -> nn.Module:
     return nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
 
 
-def layer_speed(tokens: int = 8192, width: int = 768, depth: int = 11, trees: int = 1, repeats: int = 7) -> dict:
+def layer_speed(tokens: int = 8192, width: int = 768, depth: int = 11, trees: int = 1, repeats: int = MIN_TURNS) -> dict:
     from leanbert.modeling.ffn.fff import FastFeedForward
 
     torch.manual_seed(0)
@@ -57,7 +59,7 @@ def layer_speed(tokens: int = 8192, width: int = 768, depth: int = 11, trees: in
     }
 
 
-def model_speed(batch: int = 8, length: int = 128, repeats: int = 5) -> dict:
+def model_speed(batch: int = 8, length: int = 128, repeats: int = MIN_TURNS) -> dict:
     from leanbert.modeling.model import LeanBertModel
     from leanbert.presets import preset_config
 
@@ -79,7 +81,7 @@ def run(repeats: int = 5) -> dict:
 
     result = {"threads": torch.get_num_threads(), "torch": torch.__version__, "host": host.describe(),
               "fff_forward": fff_native.backend()}
-    turns = max(repeats, 9)
+    turns = max(repeats, MIN_TURNS)
     result.update(layer_speed(repeats=turns))
     result.update(model_speed(repeats=turns))
     return result

@@ -25,10 +25,10 @@ def _cpu_model() -> str:
                 break  # the first CPU's block is enough
     except OSError:
         pass
-    if "model name" not in fields:
-        return platform.processor() or platform.machine()
-    ids = f" (family {fields['cpu family']}, model {fields['model']})" if "cpu family" in fields and "model" in fields else ""
-    return fields["model name"] + ids
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def _cache_size(level: int) -> str | None:
