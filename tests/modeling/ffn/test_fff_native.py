@@ -132,7 +132,7 @@ def test_recycled_outputs_never_alias_live_ones():
 
 def test_turned_off_the_numba_forward_serves(monkeypatch):
     """LEANBERT_NATIVE=0 (or a failed build) leaves the kernel path on the numba forward."""
-    monkeypatch.setattr(fff_native, "_state", {})
+    monkeypatch.setattr(fff_native.LIBRARY, "ok", None)
     monkeypatch.setenv("LEANBERT_NATIVE", "0")
     assert not fff_native.available()
     layer = make_layer(24, depth=4, trees=2, seed=8)
@@ -147,8 +147,8 @@ def test_a_failed_build_is_reported_and_falls_back(monkeypatch, caplog):
     def broken_build():
         raise RuntimeError("Ninja is required to load C++ extensions")
 
-    monkeypatch.setattr(fff_native, "_state", {})
+    monkeypatch.setattr(fff_native.LIBRARY, "ok", None)
     monkeypatch.delenv("LEANBERT_NATIVE", raising=False)
-    monkeypatch.setattr(fff_native, "_build", broken_build)
+    monkeypatch.setattr(fff_native.LIBRARY, "build", broken_build)
     assert not fff_native.available()
     assert "Ninja is required" in caplog.text and "numba" in caplog.text

@@ -1,0 +1,223 @@
+// Full self-attention, inference only, on the CPU, compiled for the machine it runs on.
+//
+// Same computation as attention/full.py's SDPA path, read straight from the fused QKV projection:
+//
+//     S = Q_h K_h^T / sqrt(Dh) (masked keys: -inf),   P = softmax_rows(S),   out_h = P V_h
+//
+// Cost per sequence and head: 4 L^2 Dh FLOPs and L^2 exponentials; memory: Q, K, V read once
+// (from the projection's output, likely in L3), out written once. Per (batch, head) task:
+//   pack     K_h^T (Dh, L) by 16 x 16 register transposes, and V_h (L, Dh) contiguously: rows of
+//            the fused QKV are 3 C floats apart, and a 9 KB stride folds every row onto the same
+//            few L1 sets, so a head read in place thrashes L1 (measured: 1.4x slower in total).
+//   scores   8 query rows x 32 keys per register tile (16 accumulators; a K^T row pair and
+//            eight broadcasts per step), scaled, masked and the row maxima kept as they are stored.
+//   softmax  vector exp (Cephes' degree-6 polynomial, 2^n by scalef; scores below -87 give an
+//            exact 0, never a denormal, which would cost a microcode assist per FMA in P V).
+//   context  the same 8 x 32 tile over P and V_h, scaled by 1 / row sum on the way out.
+// Threads: PyTorch's intra-op pool (at::parallel_for) over the B x heads tasks.
+// Measured at B = 8, L = 128, 12 heads of 64 on 2 cores, after a QKV-sized GEMM: 1.2-1.3x faster
+// than PyTorch's SDPA (flash) kernel. AVX-512 only: elsewhere `supported()` is false and SDPA serves.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstring>
+#include <optional>
+#include <vector>
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define LEANBERT_ATTENTION_AVX512 1
+#include <immintrin.h>
+#endif
+
+namespace {
+
+#if LEANBERT_ATTENTION_AVX512
+
+constexpr int kRows = 8;   // query rows (or P rows) per register tile
+constexpr int kCols = 32;  // keys (or context columns) per register tile: two vectors
+
+// exp(x) for x <= 0: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by Cephes' polynomial, times 2^n.
+inline __m512 exp_nonpositive(__m512 x) {
+  const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);  // else exactly 0
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);  // ln2 in two parts
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_maskz_scalef_ps(live, p, n);
+}
+
+// acc[r][c] = sum_k a[r * a_stride + k] * b[k * b_stride + 16 c : +16]  (an 8 x 32 tile of A B)
+inline void tile(const float* a, int64_t a_stride, const float* b, int64_t b_stride, int64_t depth,
+                 __m512 acc[kRows][2]) {
+  for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < depth; ++k) {
+    const __m512 b0 = _mm512_loadu_ps(b + k * b_stride), b1 = _mm512_loadu_ps(b + k * b_stride + 16);
+    for (int r = 0; r < kRows; ++r) {
+      const __m512 s = _mm512_set1_ps(a[r * a_stride + k]);
+      acc[r][0] = _mm512_fmadd_ps(s, b0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(s, b1, acc[r][1]);
+    }
+  }
+}
+
+// out[c * ld : +16] = column c of the 16 x 16 block whose row i starts at rows[i] (nullptr: zeros)
+inline void transpose16(const float* const* rows, float* out, int64_t ld) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = rows[i] ? _mm512_loadu_ps(rows[i]) : _mm512_setzero_ps();
+  for (int i = 0; i < 16; i += 2) {  // t[i], t[i+1]: rows i, i+1 interleaved, per 128-bit lane
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int g = 0; g < 16; g += 4) {  // r[g + c], lane l: column 4 l + c of rows g .. g+3
+    const __m512d t0 = _mm512_castps_pd(t[g]), t1 = _mm512_castps_pd(t[g + 1]);
+    const __m512d t2 = _mm512_castps_pd(t[g + 2]), t3 = _mm512_castps_pd(t[g + 3]);
+    r[g] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+    r[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+    r[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+    r[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+  }
+  for (int c = 0; c < 4; ++c) {  // gather lane l of r[c], r[4+c], r[8+c], r[12+c] into column 4 l + c
+    const __m512 a = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88), b = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);
+    const __m512 a2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+    const __m512 b2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
+    _mm512_storeu_ps(out + c * ld, _mm512_shuffle_f32x4(a, a2, 0x88));
+    _mm512_storeu_ps(out + (4 + c) * ld, _mm512_shuffle_f32x4(b, b2, 0x88));
+    _mm512_storeu_ps(out + (8 + c) * ld, _mm512_shuffle_f32x4(a, a2, 0xdd));
+    _mm512_storeu_ps(out + (12 + c) * ld, _mm512_shuffle_f32x4(b, b2, 0xdd));
+  }
+}
+
+// Keys j0 .. j0+15 that exist (j < L) and are kept by the mask (one bool byte per key, or none).
+inline __mmask16 kept_keys(int64_t j0, int64_t L, const bool* keep) {
+  const int64_t n = std::min<int64_t>(std::max<int64_t>(L - j0, 0), 16);
+  const __mmask16 exists = static_cast<__mmask16>((1u << n) - 1u);
+  if (keep == nullptr) return exists;
+  const __m128i bytes = _mm_maskz_loadu_epi8(exists, keep + j0);
+  return _mm_test_epi8_mask(bytes, bytes);
+}
+
+// One (batch, head): base points at q[0] of the head in the fused row layout (rows `row` apart).
+void attend_head(const float* base, int64_t row, int64_t C, int64_t L, int64_t Lp, int64_t Dh,
+                 const bool* keep, float scale, float* out, float* kt, float* v, float* q, float* p) {
+  for (int64_t j0 = 0; j0 < Lp; j0 += 16) {  // kt (Dh, Lp) = K_h^T, zero past L
+    const float* rows[16];
+    for (int64_t d0 = 0; d0 < Dh; d0 += 16) {
+      for (int i = 0; i < 16; ++i) rows[i] = j0 + i < L ? base + (j0 + i) * row + C + d0 : nullptr;
+      transpose16(rows, kt + d0 * Lp + j0, Lp);
+    }
+  }
+  for (int64_t j = 0; j < L; ++j) std::memcpy(v + j * Dh, base + j * row + 2 * C, Dh * sizeof(float));
+
+  __m512 acc[kRows][2];
+  for (int64_t i0 = 0; i0 < L; i0 += kRows) {
+    for (int r = 0; r < kRows; ++r)  // the query tile; rows past L repeat the last (never stored)
+      std::memcpy(q + r * Dh, base + std::min(i0 + r, L - 1) * row, Dh * sizeof(float));
+    __m512 row_max[kRows];
+    for (int r = 0; r < kRows; ++r) row_max[r] = _mm512_set1_ps(-INFINITY);
+    for (int64_t j0 = 0; j0 < Lp; j0 += kCols) {  // p (kRows, Lp) = scaled, masked scores
+      tile(q, Dh, kt + j0, Lp, Dh, acc);
+      for (int c = 0; c < 2; ++c) {
+        const __mmask16 kept = kept_keys(j0 + 16 * c, L, keep);
+        for (int r = 0; r < kRows; ++r) {
+          const __m512 s = _mm512_mask_mul_ps(_mm512_set1_ps(-INFINITY), kept, acc[r][c], _mm512_set1_ps(scale));
+          _mm512_storeu_ps(p + r * Lp + j0 + 16 * c, s);
+          row_max[r] = _mm512_max_ps(row_max[r], s);
+        }
+      }
+    }
+    float inv_sum[kRows];
+    for (int r = 0; r < kRows; ++r) {  // p = exp(s - max) in place
+      float* pr = p + r * Lp;
+      const float m = _mm512_reduce_max_ps(row_max[r]);
+      if (m == -INFINITY) {  // no key to attend to: the context is zero
+        std::memset(pr, 0, Lp * sizeof(float));
+        inv_sum[r] = 0.0f;
+        continue;
+      }
+      __m512 sum = _mm512_setzero_ps();
+      for (int64_t j = 0; j < Lp; j += 16) {
+        const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(pr + j), _mm512_set1_ps(m)));
+        _mm512_storeu_ps(pr + j, e);
+        sum = _mm512_add_ps(sum, e);
+      }
+      inv_sum[r] = 1.0f / _mm512_reduce_add_ps(sum);
+    }
+    for (int64_t c0 = 0; c0 < Dh; c0 += kCols) {  // context = p v / row sums
+      tile(p, Lp, v + c0, Dh, L, acc);
+      for (int r = 0; r < kRows && i0 + r < L; ++r) {
+        float* y = out + (i0 + r) * C + c0;
+        _mm512_storeu_ps(y, _mm512_mul_ps(acc[r][0], _mm512_set1_ps(inv_sum[r])));
+        _mm512_storeu_ps(y + 16, _mm512_mul_ps(acc[r][1], _mm512_set1_ps(inv_sum[r])));
+      }
+    }
+  }
+}
+
+#endif  // LEANBERT_ATTENTION_AVX512
+
+bool supported() {
+#if LEANBERT_ATTENTION_AVX512
+  return true;
+#else
+  return false;
+#endif
+}
+
+// qkv (B, L, 3 C) float32 contiguous, heads of Dh = C / heads (a multiple of 32);
+// key_mask (B, L) bool, True = attend, or None. Returns the context (B, L, C).
+at::Tensor forward(const at::Tensor& qkv, int64_t heads, const std::optional<at::Tensor>& key_mask) {
+  TORCH_CHECK(supported(), "leanbert attention: this build has no AVX-512 kernel");
+  TORCH_CHECK(qkv.dim() == 3 && qkv.scalar_type() == at::kFloat && qkv.is_contiguous() && qkv.device().is_cpu(),
+              "qkv must be a contiguous float32 CPU tensor (B, L, 3 C), got ", qkv.sizes(), " ", qkv.scalar_type());
+  const int64_t B = qkv.size(0), L = qkv.size(1), C = qkv.size(2) / 3;
+  TORCH_CHECK(heads > 0 && qkv.size(2) == 3 * C && C % heads == 0 && (C / heads) % 32 == 0,
+              "qkv has ", qkv.size(2), " columns: need 3 C with C / heads (heads = ", heads, ") a multiple of 32");
+  const bool* keep = nullptr;
+  if (key_mask) {
+    TORCH_CHECK(key_mask->scalar_type() == at::kBool && key_mask->is_contiguous() &&
+                key_mask->sizes() == at::IntArrayRef({B, L}), "key_mask must be a contiguous bool (", B, ", ", L,
+                ") tensor, got ", key_mask->sizes(), " ", key_mask->scalar_type());
+    keep = key_mask->data_ptr<bool>();
+  }
+  auto out = at::empty({B, L, C}, qkv.options());
+#if LEANBERT_ATTENTION_AVX512
+  if (B == 0 || L == 0) return out;
+  const int64_t Dh = C / heads, Lp = (L + kCols - 1) / kCols * kCols, row = 3 * C;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
+  const float* src = qkv.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  at::parallel_for(0, B * heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(Dh * Lp + Lp * Dh + kRows * Dh + kRows * Lp);  // kt, v, q, p
+    float* kt = scratch.data();
+    float* v = kt + Dh * Lp;
+    float* q = v + Lp * Dh;
+    float* p = q + kRows * Dh;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / heads, h = task % heads;
+      attend_head(src + b * L * row + h * Dh, row, C, L, Lp, Dh, keep ? keep + b * L : nullptr, scale,
+                  dst + b * L * C + h * Dh, kt, v, q, p);
+    }
+  });
+#endif
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(leanbert_attention, m) {
+  m.def("supported() -> bool", &supported);
+  m.def("forward(Tensor qkv, int heads, Tensor? key_mask) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(leanbert_attention, CPU, m) { m.impl("forward", &forward); }

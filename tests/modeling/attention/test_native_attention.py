@@ -1,0 +1,129 @@
+"""The compiled attention forward against SDPA (the reference path), and when each one serves."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from leanbert.config import LeanBertConfig
+from leanbert.modeling.attention import native
+from leanbert.modeling.attention.full import FullAttention
+from leanbert.modeling.token_layout import TokenLayout
+
+
+def needs_native():
+    if not native.available():
+        pytest.skip("the compiled attention is unavailable here (no compiler, or no AVX-512)")
+
+
+def make_attention(heads: int, head_dim: int, seed: int = 0) -> FullAttention:
+    torch.manual_seed(seed)
+    config = LeanBertConfig(hidden_size=heads * head_dim, num_attention_heads=heads, intermediate_size=4,
+                            num_hidden_layers=1, vocab_size=8, attention_probs_dropout_prob=0.1)
+    return FullAttention(config).eval()
+
+
+def test_builds_wherever_a_compiler_is_present():
+    if os.environ.get("LEANBERT_NATIVE") == "0" or shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("compiled kernels are turned off, or there is no C++ compiler")
+    assert native.LIBRARY.available()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    # one token, a part of a 16 x 16 transpose, a part of a 32-key tile, several tiles and a tail
+    length=st.one_of(st.integers(1, 40), st.integers(60, 140)),
+    heads=st.integers(1, 3),
+    head_dim=st.sampled_from([32, 64, 96]),
+    masked=st.booleans(),
+    scale=st.sampled_from([0.1, 1.0, 4.0]),  # 4: scores of ~100, most far below the row maximum
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_native_matches_sdpa(batch, length, heads, head_dim, masked, scale, seed):
+    needs_native()
+    layer = make_attention(heads, head_dim)
+    gen = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(batch, length, 3 * heads * head_dim, generator=gen) * scale
+    mask = None
+    if masked:
+        mask = torch.rand(batch, length, generator=gen) > 0.4
+        mask[torch.arange(batch), torch.randint(length, (batch,), generator=gen)] = True  # >= 1 key per row
+    with torch.inference_mode():
+        expected = layer.reference_context(qkv, mask)
+        got = native.forward(qkv, heads, mask)
+    # float32 rounding of a score is ~1e-7 of it (q.k grows as scale^2) and moves the output by that
+    # relative amount of V (scale): the tolerance grows with scale^3
+    tolerance = 1e-5 * max(1.0, scale) ** 3
+    torch.testing.assert_close(got, expected, atol=tolerance, rtol=1e-5)
+
+
+def test_a_query_with_no_key_gets_a_zero_context():
+    needs_native()
+    qkv = torch.randn(2, 5, 3 * 64)
+    mask = torch.tensor([[True, True, False, False, False], [False] * 5])
+    out = native.forward(qkv, 1, mask)
+    assert torch.equal(out[1], torch.zeros(5, 64))
+    torch.testing.assert_close(out[0], make_attention(1, 64).reference_context(qkv[:1], mask[:1])[0],
+                               atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("unpadded", [False, True])
+def test_layer_in_inference_matches_its_reference_path(unpadded):
+    needs_native()
+    layer = make_attention(heads=4, head_dim=32, seed=3)
+    mask = torch.ones(3, 37, dtype=torch.bool)
+    mask[1, 20:] = False
+    mask[2, 5:] = False
+    layout = TokenLayout(mask, unpadded=unpadded)
+    x = torch.randn(3, 37, 128)
+    if unpadded:
+        x = layout.unpad(x)
+    with torch.inference_mode():
+        fast = layer(x, layout)
+        layer.use_native = False
+        reference = layer(x, layout)
+    real = slice(None) if unpadded else mask
+    torch.testing.assert_close(fast[real], reference[real], atol=1e-5, rtol=1e-5)
+
+
+def test_training_and_gradients_take_sdpa(monkeypatch):
+    """The compiled kernel has no backward and no dropout: it must never serve those calls."""
+    def refuse(*args):
+        raise AssertionError("the compiled attention served a call it cannot serve")
+
+    monkeypatch.setattr(native, "forward", refuse)
+    layer = make_attention(heads=2, head_dim=32)
+    x = torch.randn(2, 9, 64, requires_grad=True)
+    layer(x, TokenLayout(None)).sum().backward()  # eval, but recording gradients
+    assert x.grad is not None
+    with torch.no_grad():
+        layer.train()(x, TokenLayout(None))  # dropout 0.1 in training mode
+        layer.eval().to(torch.float64)(x.double(), TokenLayout(None))
+    with torch.no_grad():
+        make_attention(heads=2, head_dim=16)(torch.randn(2, 9, 32), TokenLayout(None))  # head size 16
+
+
+def test_bad_inputs_are_refused():
+    needs_native()
+    with pytest.raises(RuntimeError, match="contiguous float32"):
+        native.forward(torch.randn(2, 3, 192, dtype=torch.float64), 1, None)
+    with pytest.raises(RuntimeError, match="multiple of 32"):
+        native.forward(torch.randn(2, 3, 96), 2, None)  # heads of 16
+    with pytest.raises(RuntimeError, match="key_mask must be"):
+        native.forward(torch.randn(2, 3, 192), 1, torch.ones(2, 4, dtype=torch.bool))
+
+
+def test_turned_off_sdpa_serves(monkeypatch):
+    monkeypatch.setattr(native.LIBRARY, "ok", None)
+    monkeypatch.setenv("LEANBERT_NATIVE", "0")
+    assert not native.available() and native.backend() == "sdpa"
+    layer = make_attention(heads=2, head_dim=32)
+    with torch.inference_mode():
+        out = layer(torch.randn(2, 9, 64), TokenLayout(None))
+    assert out.shape == (2, 9, 64)
