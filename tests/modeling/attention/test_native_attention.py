@@ -93,7 +93,7 @@ def test_layer_in_inference_matches_its_reference_path(unpadded):
 
 
 def test_training_and_gradients_take_sdpa(monkeypatch):
-    """The compiled kernel has no backward and no dropout: it must never serve those calls."""
+    """No backward, no dropout, other dtypes or head sizes, sequences past MAX_LENGTH: SDPA serves."""
     def refuse(*args):
         raise AssertionError("the compiled attention served a call it cannot serve")
 
@@ -107,6 +107,7 @@ def test_training_and_gradients_take_sdpa(monkeypatch):
         layer.eval().to(torch.float64)(x.double(), TokenLayout(None))
     with torch.no_grad():
         make_attention(heads=2, head_dim=16)(torch.randn(2, 9, 32), TokenLayout(None))  # head size 16
+        make_attention(heads=2, head_dim=32)(torch.randn(1, native.MAX_LENGTH + 1, 64), TokenLayout(None))
 
 
 def test_bad_inputs_are_refused():
