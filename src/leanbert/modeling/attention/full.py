@@ -43,7 +43,7 @@ class FullAttention(nn.Module):
         """x: (B, L, H), or (T, H) when `layout.unpadded`; returns the same layout."""
         qkv = layout.to_grid(self.qkv(x))  # (B, L, 3H)
         if self._native_applies(qkv):
-            context = native.forward(qkv.contiguous(), self.num_heads, layout.mask)  # (B, L, H)
+            context = native.forward(qkv, self.num_heads, layout.mask)  # (B, L, H)
         else:
             context = self.reference_context(qkv, layout.mask)
         return self.output(layout.from_grid(context))

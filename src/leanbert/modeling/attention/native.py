@@ -13,6 +13,7 @@ to MAX_LENGTH. Inference only (no autograd, no dropout), float32 on CPU, head si
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -24,8 +25,14 @@ LIBRARY = NativeOps("attention", Path(__file__).with_name("csrc") / "attention_f
 
 
 def available() -> bool:
-    """Whether the compiled attention can run here (built, and this CPU has AVX-512)."""
-    return LIBRARY.available() and torch.ops.leanbert_attention.supported()
+    """Whether the compiled attention can run here (built, and built with its AVX-512 kernel)."""
+    return LIBRARY.available() and _built_with_kernel()
+
+
+@functools.cache
+def _built_with_kernel() -> bool:
+    # a property of the loaded library: asked once, not on every layer's forward
+    return bool(torch.ops.leanbert_attention.supported())
 
 
 def backend() -> str:
@@ -34,8 +41,9 @@ def backend() -> str:
 
 
 def forward(qkv: torch.Tensor, heads: int, key_mask: torch.Tensor | None) -> torch.Tensor:
-    """qkv (B, L, 3H) float32 contiguous; key_mask (B, L) bool, True = attend, or None -> (B, L, H).
+    """qkv (B, L, 3H) float32; key_mask (B, L) bool, True = attend, or None -> (B, L, H).
 
     A query with no key to attend to gets a zero context.
     """
-    return torch.ops.leanbert_attention.forward(qkv, heads, None if key_mask is None else key_mask.contiguous())
+    mask = None if key_mask is None else key_mask.contiguous()
+    return torch.ops.leanbert_attention.forward(qkv.contiguous(), heads, mask)
