@@ -57,7 +57,7 @@ def assert_backends_agree(layer, x):
     width=st.sampled_from([1, 5, 16, 31, 32, 33, 48, 64, 80, 100]),  # vector body, 16-wide step, scalar tail
     depth=st.integers(0, 6),
     trees=st.integers(1, 4),
-    # groups of four and a short last group; past 64, several route blocks and a short last block
+    # groups of four and a short last group; past 64, several chunks of groups and a short last chunk
     tokens=st.one_of(st.integers(0, 41), st.integers(60, 140)),
     bias=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
@@ -74,6 +74,16 @@ def test_tokens_sharing_whole_paths(tokens):
     """Few leaves for many tokens: the combine's shared-row branch does most of the work."""
     layer = make_layer(40, depth=3, trees=2, seed=tokens)
     x = torch.randn(tokens, 40, generator=torch.Generator().manual_seed(5))
+    if routing_margin(layer, x) <= 1e-5:
+        pytest.skip("a logit within float32 noise of 0")
+    assert_backends_agree(layer, x)
+
+
+@pytest.mark.parametrize("trees", [1, 3])
+def test_deep_trees_route_by_subtree(trees):
+    """Depth 11, UltraFastBERT's: the route's bottom half walks 64 subtrees, holding 0 to ~40 tokens each."""
+    layer = make_layer(24, depth=11, trees=trees, seed=trees)
+    x = torch.randn(700, 24, generator=torch.Generator().manual_seed(3))
     if routing_margin(layer, x) <= 1e-5:
         pytest.skip("a logit within float32 noise of 0")
     assert_backends_agree(layer, x)
