@@ -3,12 +3,13 @@
 `csrc/fff_forward.cpp` computes exactly what the numba forward (`fff_kernel.numba_forward`)
 computes, and returns the same five tensors; its header says how it spends memory traffic. Over
 the numba kernels it adds what numba cannot express: vector code with the machine's widest
-registers, routing level by level over blocks of tokens whose inputs stay in L2, non-temporal
-output stores (so that the weights stay in cache), PyTorch's own thread pool with dynamic chunks
-(no second OpenMP runtime competes for the cores), and a small pool that recycles large output
-buffers (a fresh 25 MB output costs ~6,000 page faults, more than the kernels). Measured at
-T = 8192, W = 768, D = 11 on 2 cores, interleaved: 1.38-1.51x faster than the numba forward on
-one host, 1.30-1.40x on another (each call after a dense layer, so with cold weights).
+registers, routing in two halves with the bottom half in subtree order (each subtree's rows are
+read once), non-temporal output stores (so that the weights stay in cache), PyTorch's own thread
+pool with dynamic chunks (no second OpenMP runtime competes for the cores), and a small pool that
+recycles large output buffers (a fresh 25 MB output costs ~6,000 page faults, more than the
+kernels). Measured at T = 8192, W = 768, D = 11 on 2 cores, interleaved: 1.38-1.51x faster than
+the numba forward on one host, 1.30-1.40x on another (each call after a dense layer, so with cold
+weights), before the two-half route.
 
 Built on first use (~20 s here) by `native_build.NativeOps`; `LEANBERT_NATIVE=0` turns it off.
 When it cannot be built, `available()` is False, a warning says why once, and the numba kernels
