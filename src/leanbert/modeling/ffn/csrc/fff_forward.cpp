@@ -7,8 +7,8 @@
 //     y_t = sum_{k,d} GELU(l_{t,k,d}) w_out_t[r_{t,k,d}]
 //
 // Cost per token: K (D+1) dot products and as many axpys of length W (4 K (D+1) W FLOPs). Memory:
-// x (T, W) read once, the visited rows of w_in and w_out_t (K N, W) read, y (T, W) written once,
-// plus (T, K (D+1)) rows, logits and activations. The arithmetic is small; what costs is memory,
+// x (T, W) read 1 + K times (once per route half and tree), the visited rows of w_in and w_out_t
+// (K N, W) read, y (T, W) written once, plus (T, K (D+1)) rows, logits and activations. The arithmetic is small; what costs is memory,
 // so the kernels are shaped by where each row comes from:
 //   route    four tokens at a time walk the tree (four independent dot products; their x rows
 //            stay in L1), in two halves: the top half in token order, the bottom half in the order
