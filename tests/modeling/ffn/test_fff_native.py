@@ -81,7 +81,7 @@ def test_tokens_sharing_whole_paths(tokens):
 
 @pytest.mark.parametrize("trees", [1, 3])
 def test_deep_trees_route_by_subtree(trees):
-    """Depth 11, UltraFastBERT's: the route's bottom half walks 64 subtrees, holding 0 to ~40 tokens each."""
+    """Depth 11, UltraFastBERT's: the route's bottom half walks 64 subtrees per tree, 0 to 84 tokens each."""
     layer = make_layer(24, depth=11, trees=trees, seed=trees)
     x = torch.randn(700, 24, generator=torch.Generator().manual_seed(3))
     if routing_margin(layer, x) <= 1e-5:

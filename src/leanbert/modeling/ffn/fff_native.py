@@ -7,9 +7,9 @@ registers, routing in two halves with the bottom half in subtree order (each sub
 read once), non-temporal output stores (so that the weights stay in cache), PyTorch's own thread
 pool with dynamic chunks (no second OpenMP runtime competes for the cores), and a small pool that
 recycles large output buffers (a fresh 25 MB output costs ~6,000 page faults, more than the
-kernels). Measured at T = 8192, W = 768, D = 11 on 2 cores, interleaved: 1.38-1.51x faster than
-the numba forward on one host, 1.30-1.40x on another (each call after a dense layer, so with cold
-weights), before the two-half route.
+kernels). Measured at T = 8192, W = 768, D = 11 on 2 cores, interleaved, each call after a dense
+layer (so with cold weights): 1.38-1.51x faster than the numba forward on one host, 1.30-1.40x on
+another before the two-half route and 1.56-1.66x after it.
 
 Built on first use (~20 s here) by `native_build.NativeOps`; `LEANBERT_NATIVE=0` turns it off.
 When it cannot be built, `available()` is False, a warning says why once, and the numba kernels

@@ -8,8 +8,8 @@
 //
 // Cost per token: K (D+1) dot products and as many axpys of length W (4 K (D+1) W FLOPs). Memory:
 // x (T, W) read 1 + K times (once per route half and tree), the visited rows of w_in and w_out_t
-// (K N, W) read, y (T, W) written once, plus (T, K (D+1)) rows, logits and activations. The arithmetic is small; what costs is memory,
-// so the kernels are shaped by where each row comes from:
+// (K N, W) read, y (T, W) written once, plus (T, K (D+1)) rows, logits and activations. The
+// arithmetic is small; what costs is memory, so the kernels are shaped by where each row comes from:
 //   route    four tokens at a time walk the tree (four independent dot products; their x rows
 //            stay in L1), in two halves: the top half in token order, the bottom half in the order
 //            of the subtree each token entered, so that a subtree's rows are read once (`route`).
@@ -191,12 +191,11 @@ void walk(const float* x, const float* w_in, const float* b_in, const int64_t* o
 //           group's x rows, into L1 or L2, was slower.
 void route(const float* x, const float* w_in, const float* b_in, int64_t n_tokens, int64_t width,
            int64_t n_nodes, int64_t n_levels, int64_t n_trees, int64_t* rows, float* logits) {
-  const int64_t split = n_levels / 2;
+  const int64_t split = n_levels / 2, first = (int64_t(1) << split) - 1;  // level S starts at heap index 2^S - 1
   std::vector<int64_t> node(n_trees * n_tokens, 0), order(n_tokens);
   walk(x, w_in, b_in, nullptr, n_tokens, width, n_nodes, n_levels, n_trees, 0, n_trees, 0, split, node.data(), rows,
        logits);
   for (int64_t k = 0; k < n_trees; ++k) {
-    const int64_t first = (int64_t(1) << split) - 1;  // heap index of level S's first node
     counting_order(node.data() + k * n_tokens, 1, first, n_tokens, int64_t(1) << split, order.data());
     walk(x, w_in, b_in, order.data(), n_tokens, width, n_nodes, n_levels, n_trees, k, k + 1, split, n_levels,
          node.data(), rows, logits);
