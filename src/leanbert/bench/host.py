@@ -10,24 +10,16 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
+from leanbert.cpuinfo import first_cpu
+
 
 def _cpu_model() -> str:
     """The model name, with the family and model numbers that tell CPU generations apart when the
     name alone does not (virtual machines often report a generic "Intel(R) Xeon(R) Processor")."""
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key in ("model name", "cpu family", "model") and key not in fields:
-                fields[key] = value.strip()
-            if not line.strip() and fields:
-                break  # the first CPU's block is enough
-    except OSError:
-        pass
-    name = fields.get("model name") or platform.processor() or platform.machine()
-    if "cpu family" in fields and "model" in fields:
-        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    cpu = first_cpu()
+    name = cpu.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in cpu and "model" in cpu:
+        name += f" (family {cpu['cpu family']}, model {cpu['model']})"
     return name
 
 

@@ -21,19 +21,15 @@ import platform
 import subprocess
 from pathlib import Path
 
+from leanbert.cpuinfo import first_cpu
+
 logger = logging.getLogger(__name__)
 
 
 def cpu_tag() -> str:
     """A short tag for this CPU's instruction set (the builds use -march=native)."""
-    flags = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                flags += line
-                break
-    except OSError:
-        pass
+    cpu = first_cpu()
+    flags = platform.machine() + cpu.get("flags", cpu.get("Features", ""))  # x86, ARM
     return hashlib.blake2b(flags.encode(), digest_size=4).hexdigest()
 
 
