@@ -47,7 +47,11 @@ inline v16 load16(const float* p) {
   return v;
 }
 
-inline v16 splat(float s) { return v16{} + s; }
+// A broadcast: one load uop when s comes from memory. Written as `v16{} + s` (0 + s is not s when
+// s = -0) it compiled to a scalar add and a register shuffle, and the shuffle takes a port the FMAs
+// need: the combine's arithmetic alone (rows in L1, one thread) took 25% longer. With this and the
+// per-group row pointers, the cold combine measured 5-15% faster (T = 8192, W = 768, D = 11).
+inline v16 splat(float s) { return v16{s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s}; }
 
 inline float hsum(v16 v) {
 #if defined(__AVX512F__)
@@ -236,6 +240,10 @@ void combine(const float* src, const int64_t* rows, const float* coef, const int
   const int64_t body = width / 32 * 32;
   const int64_t n_groups = (n_tokens + 3) / 4;
   parallel_chunks(n_groups, 32, [&](int64_t begin, int64_t end) {
+    std::vector<const float*> row_buffer(4 * n_visits);  // (V, 4): the group's rows of src, visit-major
+    std::vector<float> k_buffer(4 * n_visits);           // (V, 4): their coefficients
+    const float** row = row_buffer.data();
+    float* k = k_buffer.data();
     for (int64_t g = begin; g < end; ++g) {
       const int64_t i = 4 * g;
       if (i + 4 > n_tokens) {  // a short last group: token by token
@@ -258,12 +266,17 @@ void combine(const float* src, const int64_t* rows, const float* coef, const int
       while (shared < n_visits && r[0][shared] == r[1][shared] && r[0][shared] == r[2][shared] &&
              r[0][shared] == r[3][shared])
         ++shared;
+      for (int64_t v = 0; v < n_visits; ++v)  // once per group, not once per 32 columns
+        for (int q = 0; q < 4; ++q) {
+          row[4 * v + q] = src + r[q][v] * width;
+          k[4 * v + q] = c[q][v];
+        }
       for (int64_t j = 0; j < body; j += 32) {
         v16 a0{}, a1{}, a2{}, a3{}, b0{}, b1{}, b2{}, b3{};  // (4 tokens) x (32 columns), in registers
         for (int64_t v = 0; v < shared; ++v) {  // one row, four coefficients
-          const float* p = src + r[0][v] * width + j;
+          const float* p = row[4 * v] + j;
           const v16 lo = load16(p), hi = load16(p + 16);
-          const v16 k0 = splat(c[0][v]), k1 = splat(c[1][v]), k2 = splat(c[2][v]), k3 = splat(c[3][v]);
+          const v16 k0 = splat(k[4 * v]), k1 = splat(k[4 * v + 1]), k2 = splat(k[4 * v + 2]), k3 = splat(k[4 * v + 3]);
           a0 += k0 * lo;
           b0 += k0 * hi;
           a1 += k1 * lo;
@@ -274,18 +287,16 @@ void combine(const float* src, const int64_t* rows, const float* coef, const int
           b3 += k3 * hi;
         }
         for (int64_t v = shared; v < n_visits; ++v) {  // four rows
-          const float* p0 = src + r[0][v] * width + j;
-          const float* p1 = src + r[1][v] * width + j;
-          const float* p2 = src + r[2][v] * width + j;
-          const float* p3 = src + r[3][v] * width + j;
-          a0 += splat(c[0][v]) * load16(p0);
-          b0 += splat(c[0][v]) * load16(p0 + 16);
-          a1 += splat(c[1][v]) * load16(p1);
-          b1 += splat(c[1][v]) * load16(p1 + 16);
-          a2 += splat(c[2][v]) * load16(p2);
-          b2 += splat(c[2][v]) * load16(p2 + 16);
-          a3 += splat(c[3][v]) * load16(p3);
-          b3 += splat(c[3][v]) * load16(p3 + 16);
+          const float* const* p = row + 4 * v;
+          const v16 k0 = splat(k[4 * v]), k1 = splat(k[4 * v + 1]), k2 = splat(k[4 * v + 2]), k3 = splat(k[4 * v + 3]);
+          a0 += k0 * load16(p[0] + j);
+          b0 += k0 * load16(p[0] + j + 16);
+          a1 += k1 * load16(p[1] + j);
+          b1 += k1 * load16(p[1] + j + 16);
+          a2 += k2 * load16(p[2] + j);
+          b2 += k2 * load16(p[2] + j + 16);
+          a3 += k3 * load16(p[3] + j);
+          b3 += k3 * load16(p[3] + j + 16);
         }
         store16(y[0] + j, a0);
         store16(y[0] + j + 16, b0);
