@@ -89,6 +89,17 @@ def test_deep_trees_route_by_subtree(trees):
     assert_backends_agree(layer, x)
 
 
+@pytest.mark.parametrize("depth, trees", [(0, 1), (2, 1), (2, 3)])
+def test_large_subtrees_are_cut_into_pieces(depth, trees):
+    """Shallow trees: each subtree holds far more than T / (4 threads) tokens, so the bottom half
+    walks it in pieces (of a length that is not a multiple of 4) handed to different threads."""
+    layer = make_layer(24, depth=depth, trees=trees, seed=depth + trees)
+    x = torch.randn(1001, 24, generator=torch.Generator().manual_seed(4))
+    if routing_margin(layer, x) <= 1e-5:
+        pytest.skip("a logit within float32 noise of 0")
+    assert_backends_agree(layer, x)
+
+
 def test_zero_logits_go_left():
     layer = make_layer(32, depth=4, trees=2, seed=0)
     with torch.no_grad():

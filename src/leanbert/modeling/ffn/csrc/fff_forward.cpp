@@ -121,88 +121,106 @@ inline void dot4(const float* const* x, const float* const* w, int64_t width, fl
     for (int i = 0; i < 4; ++i) s[i] += x[i][j] * w[i][j];
 }
 
-// Tokens sorted (stably) by key in [0, n_keys): counting sort, (T,) -> (T,).
-void counting_order(const int64_t* key, int64_t key_stride, int64_t key_offset, int64_t n_tokens,
-                    int64_t n_keys, int64_t* order) {
+// Tokens sorted (stably) by key in [0, n_keys): counting sort, (T,) -> (T,). Returns the offsets
+// (n_keys + 1,): the tokens with key b are order[offset[b] .. offset[b + 1]).
+std::vector<int64_t> counting_order(const int64_t* key, int64_t key_stride, int64_t key_offset, int64_t n_tokens,
+                                    int64_t n_keys, int64_t* order) {
   std::vector<int64_t> start(n_keys + 1, 0);
   for (int64_t t = 0; t < n_tokens; ++t) ++start[key[t * key_stride] - key_offset + 1];
   for (int64_t k = 0; k < n_keys; ++k) start[k + 1] += start[k];
+  std::vector<int64_t> offset = start;
   for (int64_t t = 0; t < n_tokens; ++t) order[start[key[t * key_stride] - key_offset]++] = t;
+  return offset;
 }
+
+// The trees a route walks: w_in (K N, W) and b_in (K N,) or null, heap order within each tree.
+struct Trees {
+  const float* w_in;
+  const float* b_in;
+  int64_t width, n_nodes, n_levels, n_trees;
+};
 
 // Walks four tokens (x rows xs, indices t; a short group repeats its last token, only the first
 // n_real are recorded) down tree k from level d0 to d1, depth first, so that their x rows stay in
 // L1 across the levels. node (4,) holds each token's node at d0 on entry and at d1 on return;
 // rows/logits (T, K L) get column k L + d.
-inline void walk4(const float* const* xs, const int64_t* t, int n_real, const float* w_in, const float* b_in,
-                  int64_t width, int64_t n_nodes, int64_t n_levels, int64_t n_trees, int64_t k, int64_t d0,
+inline void walk4(const float* const* xs, const int64_t* t, int n_real, const Trees& f, int64_t k, int64_t d0,
                   int64_t d1, int64_t* node, int64_t* rows, float* logits) {
-  const int64_t n_cols = n_trees * n_levels;
+  const int64_t n_cols = f.n_trees * f.n_levels;
   for (int64_t d = d0; d < d1; ++d) {
     int64_t r[4];
     const float* ws[4];
     for (int q = 0; q < 4; ++q) {
-      r[q] = k * n_nodes + node[q];
-      ws[q] = w_in + r[q] * width;
+      r[q] = k * f.n_nodes + node[q];
+      ws[q] = f.w_in + r[q] * f.width;
     }
     float s[4];
-    dot4(xs, ws, width, s);
+    dot4(xs, ws, f.width, s);
     for (int q = 0; q < n_real; ++q) {
-      const float l = s[q] + (b_in != nullptr ? b_in[r[q]] : 0.0f);
-      rows[t[q] * n_cols + k * n_levels + d] = r[q];
-      logits[t[q] * n_cols + k * n_levels + d] = l;
+      const float l = s[q] + (f.b_in != nullptr ? f.b_in[r[q]] : 0.0f);
+      rows[t[q] * n_cols + k * f.n_levels + d] = r[q];
+      logits[t[q] * n_cols + k * f.n_levels + d] = l;
       node[q] = 2 * node[q] + (l > 0.0f ? 2 : 1);  // 0 and NaN go left, as in the reference
     }
   }
 }
 
-// Walks trees [k0, k1) from level d0 to d1 for all tokens, four at a time in the order `order`
-// (null: 0, 1, ..., T - 1). node (K, T) holds each token's node at d0 on entry and at d1 on return.
-void walk(const float* x, const float* w_in, const float* b_in, const int64_t* order, int64_t n_tokens,
-          int64_t width, int64_t n_nodes, int64_t n_levels, int64_t n_trees, int64_t k0, int64_t k1, int64_t d0,
-          int64_t d1, int64_t* node, int64_t* rows, float* logits) {
-  const int64_t n_groups = (n_tokens + 3) / 4;
-  parallel_chunks(n_groups, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t g = begin; g < end; ++g) {
-      const int n_real = int(std::min<int64_t>(4, n_tokens - 4 * g));
-      int64_t t[4];
-      const float* xs[4];
-      for (int q = 0; q < 4; ++q) {
-        const int64_t i = 4 * g + std::min(q, n_real - 1);
-        t[q] = order != nullptr ? order[i] : i;
-        xs[q] = x + t[q] * width;
-      }
-      for (int64_t k = k0; k < k1; ++k) {
-        int64_t here[4];
-        for (int q = 0; q < 4; ++q) here[q] = node[k * n_tokens + t[q]];
-        walk4(xs, t, n_real, w_in, b_in, width, n_nodes, n_levels, n_trees, k, d0, d1, here, rows, logits);
-        for (int q = 0; q < n_real; ++q) node[k * n_tokens + t[q]] = here[q];
-      }
+// Walks the tokens at positions [begin, end) of `order` (null: 0, 1, ..., T - 1), four at a time,
+// through trees [k0, k1) from level d0 to d1, on the calling thread. node (K, T) holds each
+// token's node at d0 on entry and at d1 on return.
+void walk(const float* x, const Trees& f, const int64_t* order, int64_t begin, int64_t end, int64_t n_tokens,
+          int64_t k0, int64_t k1, int64_t d0, int64_t d1, int64_t* node, int64_t* rows, float* logits) {
+  for (int64_t i0 = begin; i0 < end; i0 += 4) {
+    const int n_real = int(std::min<int64_t>(4, end - i0));
+    int64_t t[4];
+    const float* xs[4];
+    for (int q = 0; q < 4; ++q) {
+      const int64_t i = i0 + std::min(q, n_real - 1);
+      t[q] = order != nullptr ? order[i] : i;
+      xs[q] = x + t[q] * f.width;
     }
-  });
+    for (int64_t k = k0; k < k1; ++k) {
+      int64_t here[4];
+      for (int q = 0; q < 4; ++q) here[q] = node[k * n_tokens + t[q]];
+      walk4(xs, t, n_real, f, k, d0, d1, here, rows, logits);
+      for (int q = 0; q < n_real; ++q) node[k * n_tokens + t[q]] = here[q];
+    }
+  }
 }
 
-// Every token walks every tree: x (T, W), w_in (K N, W), b_in (K N,) or null -> rows (T, K L)
-// int64 and logits (T, K L), L = D + 1, column k L + d holding tree k, level d. In two halves:
-//   top     levels [0, S), S = L / 2, tokens in their own order: these 2^S - 1 rows per tree
-//           (189 KB at D = 11) stay in L2, and x streams from memory once.
-//   bottom  levels [S, L), tree by tree, tokens sorted by their node at level S: tokens in the
-//           same subtree (2^(L-S) - 1 rows) follow each other, so its rows come from memory once
-//           per subtree rather than once per token. Measured at T = 8192, W = 768, D = 11 on 2
-//           cores, each call after a dense layer (cold weights), against walking 64-token blocks
-//           through all levels: the route 6.0 against 6.6 ms, the forward 4-7% faster (13-17% with
-//           warm weights). Splitting at S = 4, 5, 6 or 7 measured alike; prefetching the next
-//           group's x rows, into L1 or L2, was slower.
-void route(const float* x, const float* w_in, const float* b_in, int64_t n_tokens, int64_t width,
-           int64_t n_nodes, int64_t n_levels, int64_t n_trees, int64_t* rows, float* logits) {
-  const int64_t split = n_levels / 2, first = (int64_t(1) << split) - 1;  // level S starts at heap index 2^S - 1
-  std::vector<int64_t> node(n_trees * n_tokens, 0), order(n_tokens);
-  walk(x, w_in, b_in, nullptr, n_tokens, width, n_nodes, n_levels, n_trees, 0, n_trees, 0, split, node.data(), rows,
-       logits);
-  for (int64_t k = 0; k < n_trees; ++k) {
-    counting_order(node.data() + k * n_tokens, 1, first, n_tokens, int64_t(1) << split, order.data());
-    walk(x, w_in, b_in, order.data(), n_tokens, width, n_nodes, n_levels, n_trees, k, k + 1, split, n_levels,
-         node.data(), rows, logits);
+// Every token walks every tree: x (T, W), trees f -> rows (T, K L) int64 and logits (T, K L),
+// L = D + 1, column k L + d holding tree k, level d. In two halves:
+//   top     levels [0, S), S = L / 2, tokens in their own order, 64 at a time to a thread: these
+//           2^S - 1 rows per tree (189 KB at D = 11) stay in L2, and x streams from memory once.
+//   bottom  levels [S, L), tree by tree, tokens sorted by their node at level S, a subtree at a
+//           time to a thread (cut in pieces only when it holds more than T / (4 threads) tokens):
+//           tokens in the same subtree (2^(L-S) - 1 rows) follow each other on one core, so its
+//           rows come from memory once per subtree rather than once per token, into one L2.
+// Measured at T = 8192, W = 768, D = 11 on 2 cores, each call after a dense layer (cold weights):
+// against walking 64-token blocks through all levels, the route 6.0 against 6.6 ms, the forward
+// 4-7% faster (13-17% with warm weights); handing out whole subtrees rather than 64-token chunks
+// (which put a subtree's rows into both cores' L2), the bottom half 3-10% faster (0.1-0.3 ms).
+// Splitting at S = 4, 5, 6 or 7 measured alike; prefetching the next group's x rows, into L1 or
+// L2, or the next subtree's rows, was slower or no faster.
+void route(const float* x, const Trees& f, int64_t n_tokens, int64_t* rows, float* logits) {
+  const int64_t split = f.n_levels / 2, first = (int64_t(1) << split) - 1;  // level S starts at heap index 2^S - 1
+  std::vector<int64_t> node(f.n_trees * n_tokens, 0), order(n_tokens);
+  parallel_chunks(n_tokens, 64, [&](int64_t begin, int64_t end) {
+    walk(x, f, nullptr, begin, end, n_tokens, 0, f.n_trees, 0, split, node.data(), rows, logits);
+  });
+  for (int64_t k = 0; k < f.n_trees; ++k) {
+    const auto offset =
+        counting_order(node.data() + k * n_tokens, 1, first, n_tokens, int64_t(1) << split, order.data());
+    std::vector<int64_t> piece;  // work items: whole subtrees, cut only when one is a large share of T
+    const int64_t most = std::max<int64_t>(64, n_tokens / (4 * at::get_num_threads()));
+    for (int64_t b = 0; b + 1 < int64_t(offset.size()); ++b)
+      for (int64_t i = offset[b]; i < offset[b + 1]; i += most) piece.push_back(i);
+    piece.push_back(n_tokens);
+    parallel_chunks(int64_t(piece.size()) - 1, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        walk(x, f, order.data(), piece[i], piece[i + 1], n_tokens, k, k + 1, split, f.n_levels, node.data(), rows,
+             logits);
+    });
   }
 }
 
@@ -397,7 +415,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fff_forwa
   auto order = at::empty({n_tokens}, x.options().dtype(at::kLong));
   auto y = BufferPool::instance().empty({n_tokens, width}, x.options());
   if (n_tokens == 0) return {y, rows, logits, logits.clone(), order};
-  route(x.data_ptr<float>(), w_in.data_ptr<float>(), bias, n_tokens, width, n_nodes, n_levels, trees,
+  route(x.data_ptr<float>(), Trees{w_in.data_ptr<float>(), bias, width, n_nodes, n_levels, trees}, n_tokens,
         rows.data_ptr<int64_t>(), logits.data_ptr<float>());
   auto act = at::gelu(logits);  // PyTorch's GELU: the reference path's activation values
   const int64_t first_leaf = (int64_t(1) << depth) - 1;
