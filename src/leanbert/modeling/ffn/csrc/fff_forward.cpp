@@ -144,22 +144,22 @@ struct Trees {
 // n_real are recorded) down tree k from level d0 to d1, depth first, so that their x rows stay in
 // L1 across the levels. node (4,) holds each token's node at d0 on entry and at d1 on return;
 // rows/logits (T, K L) get column k L + d.
-inline void walk4(const float* const* xs, const int64_t* t, int n_real, const Trees& f, int64_t k, int64_t d0,
-                  int64_t d1, int64_t* node, int64_t* rows, float* logits) {
-  const int64_t n_cols = f.n_trees * f.n_levels;
+inline void walk4(const float* const* xs, const int64_t* t, int n_real, const Trees& trees, int64_t k,
+                  int64_t d0, int64_t d1, int64_t* node, int64_t* rows, float* logits) {
+  const int64_t n_cols = trees.n_trees * trees.n_levels;
   for (int64_t d = d0; d < d1; ++d) {
     int64_t r[4];
     const float* ws[4];
     for (int q = 0; q < 4; ++q) {
-      r[q] = k * f.n_nodes + node[q];
-      ws[q] = f.w_in + r[q] * f.width;
+      r[q] = k * trees.n_nodes + node[q];
+      ws[q] = trees.w_in + r[q] * trees.width;
     }
     float s[4];
-    dot4(xs, ws, f.width, s);
+    dot4(xs, ws, trees.width, s);
     for (int q = 0; q < n_real; ++q) {
-      const float l = s[q] + (f.b_in != nullptr ? f.b_in[r[q]] : 0.0f);
-      rows[t[q] * n_cols + k * f.n_levels + d] = r[q];
-      logits[t[q] * n_cols + k * f.n_levels + d] = l;
+      const float l = s[q] + (trees.b_in != nullptr ? trees.b_in[r[q]] : 0.0f);
+      rows[t[q] * n_cols + k * trees.n_levels + d] = r[q];
+      logits[t[q] * n_cols + k * trees.n_levels + d] = l;
       node[q] = 2 * node[q] + (l > 0.0f ? 2 : 1);  // 0 and NaN go left, as in the reference
     }
   }
@@ -168,7 +168,7 @@ inline void walk4(const float* const* xs, const int64_t* t, int n_real, const Tr
 // Walks the tokens at positions [begin, end) of `order` (null: 0, 1, ..., T - 1), four at a time,
 // through trees [k0, k1) from level d0 to d1, on the calling thread. node (K, T) holds each
 // token's node at d0 on entry and at d1 on return.
-void walk(const float* x, const Trees& f, const int64_t* order, int64_t begin, int64_t end, int64_t n_tokens,
+void walk(const float* x, const Trees& trees, const int64_t* order, int64_t begin, int64_t end, int64_t n_tokens,
           int64_t k0, int64_t k1, int64_t d0, int64_t d1, int64_t* node, int64_t* rows, float* logits) {
   for (int64_t i0 = begin; i0 < end; i0 += 4) {
     const int n_real = int(std::min<int64_t>(4, end - i0));
@@ -177,18 +177,18 @@ void walk(const float* x, const Trees& f, const int64_t* order, int64_t begin, i
     for (int q = 0; q < 4; ++q) {
       const int64_t i = i0 + std::min(q, n_real - 1);
       t[q] = order != nullptr ? order[i] : i;
-      xs[q] = x + t[q] * f.width;
+      xs[q] = x + t[q] * trees.width;
     }
     for (int64_t k = k0; k < k1; ++k) {
       int64_t here[4];
       for (int q = 0; q < 4; ++q) here[q] = node[k * n_tokens + t[q]];
-      walk4(xs, t, n_real, f, k, d0, d1, here, rows, logits);
+      walk4(xs, t, n_real, trees, k, d0, d1, here, rows, logits);
       for (int q = 0; q < n_real; ++q) node[k * n_tokens + t[q]] = here[q];
     }
   }
 }
 
-// Every token walks every tree: x (T, W), trees f -> rows (T, K L) int64 and logits (T, K L),
+// Every token walks every tree: x (T, W), trees -> rows (T, K L) int64 and logits (T, K L),
 // L = D + 1, column k L + d holding tree k, level d. In two halves:
 //   top     levels [0, S), S = L / 2, tokens in their own order, 64 at a time to a thread: these
 //           2^S - 1 rows per tree (189 KB at D = 11) stay in L2, and x streams from memory once.
@@ -202,13 +202,13 @@ void walk(const float* x, const Trees& f, const int64_t* order, int64_t begin, i
 // (which put a subtree's rows into both cores' L2), the bottom half 3-10% faster (0.1-0.3 ms).
 // Splitting at S = 4, 5, 6 or 7 measured alike; prefetching the next group's x rows, into L1 or
 // L2, or the next subtree's rows, was slower or no faster.
-void route(const float* x, const Trees& f, int64_t n_tokens, int64_t* rows, float* logits) {
-  const int64_t split = f.n_levels / 2, first = (int64_t(1) << split) - 1;  // level S starts at heap index 2^S - 1
-  std::vector<int64_t> node(f.n_trees * n_tokens, 0), order(n_tokens);
+void route(const float* x, const Trees& trees, int64_t n_tokens, int64_t* rows, float* logits) {
+  const int64_t split = trees.n_levels / 2, first = (int64_t(1) << split) - 1;  // level S starts at heap index 2^S - 1
+  std::vector<int64_t> node(trees.n_trees * n_tokens, 0), order(n_tokens);
   parallel_chunks(n_tokens, 64, [&](int64_t begin, int64_t end) {
-    walk(x, f, nullptr, begin, end, n_tokens, 0, f.n_trees, 0, split, node.data(), rows, logits);
+    walk(x, trees, nullptr, begin, end, n_tokens, 0, trees.n_trees, 0, split, node.data(), rows, logits);
   });
-  for (int64_t k = 0; k < f.n_trees; ++k) {
+  for (int64_t k = 0; k < trees.n_trees; ++k) {
     const auto offset =
         counting_order(node.data() + k * n_tokens, 1, first, n_tokens, int64_t(1) << split, order.data());
     std::vector<int64_t> piece;  // work items: whole subtrees, cut only when one is a large share of T
@@ -218,8 +218,8 @@ void route(const float* x, const Trees& f, int64_t n_tokens, int64_t* rows, floa
     piece.push_back(n_tokens);
     parallel_chunks(int64_t(piece.size()) - 1, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i)
-        walk(x, f, order.data(), piece[i], piece[i + 1], n_tokens, k, k + 1, split, f.n_levels, node.data(), rows,
-             logits);
+        walk(x, trees, order.data(), piece[i], piece[i + 1], n_tokens, k, k + 1, split, trees.n_levels,
+             node.data(), rows, logits);
     });
   }
 }
