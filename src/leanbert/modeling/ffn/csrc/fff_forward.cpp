@@ -18,7 +18,8 @@
 //            across all of a token's rows, and written once with non-temporal stores (y is not
 //            read back here, so it should not evict the weights from the cache).
 // Threads: PyTorch's intra-op pool (at::parallel_for), so no second thread pool competes with it,
-// handing out chunks dynamically. Large outputs come from a small recycling pool (BufferPool).
+// handing out chunks dynamically (whole subtrees in the route's bottom half, so that a subtree's
+// rows go to one core). Large outputs come from a small recycling pool (BufferPool).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
