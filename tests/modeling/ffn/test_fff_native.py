@@ -52,6 +52,14 @@ def assert_backends_agree(layer, x):
     torch.testing.assert_close(y_n, layer.reference_forward(x), atol=1e-6, rtol=1e-5)
 
 
+def assert_backends_agree_on_random_tokens(layer, tokens, seed):
+    """assert_backends_agree on `tokens` random inputs; skipped when a logit sits within float32 noise of 0."""
+    x = torch.randn(tokens, layer.width, generator=torch.Generator().manual_seed(seed))
+    if routing_margin(layer, x) <= 1e-5:
+        pytest.skip("a logit within float32 noise of 0")
+    assert_backends_agree(layer, x)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     width=st.sampled_from([1, 5, 16, 31, 32, 33, 48, 64, 80, 100]),  # vector body, 16-wide step, scalar tail
@@ -72,32 +80,20 @@ def test_native_matches_numba_and_reference(width, depth, trees, tokens, bias, s
 @pytest.mark.parametrize("tokens", [4, 64, 203])
 def test_tokens_sharing_whole_paths(tokens):
     """Few leaves for many tokens: the combine's shared-row branch does most of the work."""
-    layer = make_layer(40, depth=3, trees=2, seed=tokens)
-    x = torch.randn(tokens, 40, generator=torch.Generator().manual_seed(5))
-    if routing_margin(layer, x) <= 1e-5:
-        pytest.skip("a logit within float32 noise of 0")
-    assert_backends_agree(layer, x)
+    assert_backends_agree_on_random_tokens(make_layer(40, depth=3, trees=2, seed=tokens), tokens, seed=5)
 
 
 @pytest.mark.parametrize("trees", [1, 3])
 def test_deep_trees_route_by_subtree(trees):
     """Depth 11, UltraFastBERT's: the route's bottom half walks 64 subtrees per tree, 0 to 84 tokens each."""
-    layer = make_layer(24, depth=11, trees=trees, seed=trees)
-    x = torch.randn(700, 24, generator=torch.Generator().manual_seed(3))
-    if routing_margin(layer, x) <= 1e-5:
-        pytest.skip("a logit within float32 noise of 0")
-    assert_backends_agree(layer, x)
+    assert_backends_agree_on_random_tokens(make_layer(24, depth=11, trees=trees, seed=trees), 700, seed=3)
 
 
 @pytest.mark.parametrize("depth, trees", [(0, 1), (2, 1), (2, 3)])
 def test_large_subtrees_are_cut_into_pieces(depth, trees):
     """Shallow trees: each subtree holds far more than T / (4 threads) tokens, so the bottom half
     walks it in pieces (of a length that is not a multiple of 4) handed to different threads."""
-    layer = make_layer(24, depth=depth, trees=trees, seed=depth + trees)
-    x = torch.randn(1001, 24, generator=torch.Generator().manual_seed(4))
-    if routing_margin(layer, x) <= 1e-5:
-        pytest.skip("a logit within float32 noise of 0")
-    assert_backends_agree(layer, x)
+    assert_backends_agree_on_random_tokens(make_layer(24, depth=depth, trees=trees, seed=depth + trees), 1001, seed=4)
 
 
 def test_zero_logits_go_left():

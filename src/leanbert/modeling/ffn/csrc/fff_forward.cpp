@@ -206,14 +206,14 @@ void walk(const float* x, const Trees& trees, const int64_t* order, int64_t begi
 void route(const float* x, const Trees& trees, int64_t n_tokens, int64_t* rows, float* logits) {
   const int64_t split = trees.n_levels / 2, first = (int64_t(1) << split) - 1;  // level S starts at heap index 2^S - 1
   std::vector<int64_t> node(trees.n_trees * n_tokens, 0), order(n_tokens);
+  const int64_t most = std::max<int64_t>(64, n_tokens / (4 * at::get_num_threads()));  // tokens per bottom item
   parallel_chunks(n_tokens, 64, [&](int64_t begin, int64_t end) {
     walk(x, trees, nullptr, begin, end, n_tokens, 0, trees.n_trees, 0, split, node.data(), rows, logits);
   });
   for (int64_t k = 0; k < trees.n_trees; ++k) {
     const auto offset =
         counting_order(node.data() + k * n_tokens, 1, first, n_tokens, int64_t(1) << split, order.data());
-    std::vector<int64_t> piece;  // work items: whole subtrees, cut only when one is a large share of T
-    const int64_t most = std::max<int64_t>(64, n_tokens / (4 * at::get_num_threads()));
+    std::vector<int64_t> piece;  // work items: whole subtrees, cut only when one holds more than `most`
     for (int64_t b = 0; b + 1 < int64_t(offset.size()); ++b)
       for (int64_t i = offset[b]; i < offset[b + 1]; i += most) piece.push_back(i);
     piece.push_back(n_tokens);
