@@ -2,9 +2,10 @@
 
 Unpadding drops the padded positions before the layers, so every per-token operation (the
 projections, feed-forward, norms) costs T = sum of real lengths instead of B * L tokens. Only the
-attention scores need the (B, L) grid: a component calls `layout.pad(x)` to scatter its per-token
-tensors into the grid and `layout.unpad(y)` to gather them back. The saving is the padding
-fraction of the batch; the scatter/gather costs O(T * C) memory traffic.
+attention scores need the sequences apart: a component either reads them from `offsets` (sequence b
+is rows offsets[b] .. offsets[b + 1] of the (T, C) tensor) or calls `layout.pad(x)` to scatter its
+per-token tensors into the (B, L) grid and `layout.unpad(y)` to gather them back. The saving is the
+padding fraction of the batch; the scatter/gather costs O(T * C) memory traffic.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ class TokenLayout:
 
     def __post_init__(self) -> None:
         self.indices = None if self.mask is None else self.mask.reshape(-1).nonzero().squeeze(1)  # (T,)
+        self.offsets = None  # (B + 1,): where each sequence starts in the unpadded layout, and T
+        if self.mask is not None:
+            self.offsets = torch.cat([self.mask.new_zeros(1, dtype=torch.long), self.mask.sum(1).cumsum(0)])
 
     @property
     def batch_shape(self) -> tuple[int, int]:
@@ -36,7 +40,7 @@ class TokenLayout:
         """(T, C) -> (B, L, C), zeros at padded positions."""
         batch, length = self.batch_shape
         out = x.new_zeros(batch * length, x.shape[-1])
-        out = out.index_copy(0, self.indices, x)
+        out.index_copy_(0, self.indices, x)
         return out.view(batch, length, x.shape[-1])
 
     def to_grid(self, x: torch.Tensor) -> torch.Tensor:

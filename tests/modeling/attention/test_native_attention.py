@@ -73,6 +73,42 @@ def test_a_query_with_no_key_gets_a_zero_context():
                                atol=1e-5, rtol=1e-5)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    batch=st.integers(1, 4),
+    length=st.one_of(st.integers(1, 40), st.integers(90, 128)),
+    heads=st.integers(1, 3),
+    head_dim=st.sampled_from([32, 64]),
+    keep=st.sampled_from([0.0, 0.3, 0.8, 1.0]),  # 0: sequences with no token at all
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_unpadded_layout_matches_the_padded_batch(batch, length, heads, head_dim, keep, seed):
+    """Any mask (holes, left padding, empty sequences): the kernel on the real tokens alone gives what it
+    gives on the padded batch at the real positions."""
+    needs_native()
+    gen = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(batch, length, 3 * heads * head_dim, generator=gen)
+    mask = torch.rand(batch, length, generator=gen) < keep
+    layout = TokenLayout(mask, unpadded=True)
+    with torch.inference_mode():
+        padded = native.forward(qkv, heads, mask)
+        unpadded = native.forward_unpadded(layout.unpad(qkv), heads, layout.offsets)
+    assert unpadded.shape == (int(mask.sum()), heads * head_dim)
+    torch.testing.assert_close(unpadded, padded[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_unpadded_layers_never_build_the_grid(monkeypatch):
+    needs_native()
+    layer = make_attention(heads=2, head_dim=32)
+    mask = torch.tensor([[True] * 7, [True] * 3 + [False] * 4])
+    layout = TokenLayout(mask, unpadded=True)
+    x = torch.randn(10, 64)
+    with torch.inference_mode():
+        expected = layer(x, layout)
+        monkeypatch.setattr(TokenLayout, "pad", lambda *args: pytest.fail("the (B, L) grid was built"))
+        torch.testing.assert_close(layer(x, layout), expected)
+
+
 @pytest.mark.parametrize("unpadded", [False, True])
 def test_layer_in_inference_matches_its_reference_path(unpadded):
     needs_native()
@@ -118,6 +154,15 @@ def test_bad_inputs_are_refused():
         native.forward(torch.randn(2, 3, 96), 2, None)  # heads of 16
     with pytest.raises(RuntimeError, match="key_mask must be"):
         native.forward(torch.randn(2, 3, 192), 1, torch.ones(2, 4, dtype=torch.bool))
+    qkv = torch.randn(5, 192)
+    with pytest.raises(RuntimeError, match="offsets must be a contiguous int64"):
+        native.forward_unpadded(qkv, 1, torch.tensor([0, 5], dtype=torch.int32))
+    with pytest.raises(RuntimeError, match=r"offsets must run from 0 to T = 5, got 0 \.\. 4"):
+        native.forward_unpadded(qkv, 1, torch.tensor([0, 4]))
+    with pytest.raises(RuntimeError, match=r"must not decrease, but offsets\[2\] = 2 < offsets\[1\] = 3"):
+        native.forward_unpadded(qkv, 1, torch.tensor([0, 3, 2, 5]))
+    with pytest.raises(RuntimeError, match=r"qkv must be a contiguous float32 CPU tensor \(T, 3 C\)"):
+        native.forward_unpadded(torch.randn(1, 5, 192), 1, torch.tensor([0, 5]))
 
 
 def test_turned_off_sdpa_serves(monkeypatch):

@@ -5,7 +5,8 @@
 Cost per layer: 8 L H^2 FLOPs for the projections + 4 L^2 H for scores and context; memory
 O(L^2) per head on the math path, O(L) with the fused kernels. Padded keys are excluded by a
 boolean mask; a batch without padding takes SDPA's maskless fast path. In the unpadded layout the
-projections run on the T real tokens only and just the scores use the (B, L) grid.
+projections run on the T real tokens only; the compiled kernel reads each sequence's rows where
+they are, and SDPA gets them scattered into the (B, L) grid.
 
 Two paths compute the scores and context: `reference_context`, PyTorch's SDPA (training, dropout,
 any dtype or device), and for CPU float32 inference of sequences up to `native.MAX_LENGTH` the
@@ -41,12 +42,14 @@ class FullAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         """x: (B, L, H), or (T, H) when `layout.unpadded`; returns the same layout."""
-        qkv = layout.to_grid(self.qkv(x))  # (B, L, 3H)
-        if self._native_applies(qkv):
-            context = native.forward(qkv, self.num_heads, layout.mask)  # (B, L, H)
+        qkv = self.qkv(x)  # (B, L, 3H) or (T, 3H)
+        if not self._native_applies(qkv, layout):
+            context = layout.from_grid(self.reference_context(layout.to_grid(qkv), layout.mask))
+        elif layout.unpadded:
+            context = native.forward_unpadded(qkv, self.num_heads, layout.offsets)  # (T, H)
         else:
-            context = self.reference_context(qkv, layout.mask)
-        return self.output(layout.from_grid(context))
+            context = native.forward(qkv, self.num_heads, layout.mask)  # (B, L, H)
+        return self.output(context)
 
     def reference_context(self, qkv: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         """qkv (B, L, 3H), key_mask (B, L) bool or None -> context (B, L, H), through SDPA."""
@@ -58,8 +61,9 @@ class FullAttention(nn.Module):
         )  # (B, nh, L, hd)
         return context.transpose(1, 2).reshape(batch, length, -1)
 
-    def _native_applies(self, qkv: torch.Tensor) -> bool:
+    def _native_applies(self, qkv: torch.Tensor, layout: TokenLayout) -> bool:
+        length = layout.batch_shape[1] if layout.unpadded else qkv.shape[1]  # the longest sequence, at most
         return (self.use_native and not torch.is_grad_enabled() and (not self.training or self.dropout_p == 0)
                 and qkv.device.type == "cpu" and qkv.dtype == torch.float32 and self.head_dim % 32 == 0
-                and qkv.shape[1] <= native.MAX_LENGTH
+                and length <= native.MAX_LENGTH
                 and native.available())

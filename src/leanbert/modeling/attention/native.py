@@ -47,3 +47,10 @@ def forward(qkv: torch.Tensor, heads: int, key_mask: torch.Tensor | None) -> tor
     """
     mask = None if key_mask is None else key_mask.contiguous()
     return torch.ops.leanbert_attention.forward(qkv.contiguous(), heads, mask)
+
+
+def forward_unpadded(qkv: torch.Tensor, heads: int, offsets: torch.Tensor) -> torch.Tensor:
+    """qkv (T, 3H) float32, the real tokens of S sequences, sequence s in rows offsets[s] .. offsets[s + 1]
+    (offsets (S + 1,) int64 from 0 to T) -> (T, H): `forward` on the padded batch, at its real positions.
+    """
+    return torch.ops.leanbert_attention.forward_unpadded(qkv.contiguous(), heads, offsets.contiguous())
