@@ -11,6 +11,7 @@ padding fraction of the batch; the scatter/gather costs O(T * C) memory traffic.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -24,9 +25,11 @@ class TokenLayout:
 
     def __post_init__(self) -> None:
         self.indices = None if self.mask is None else self.mask.reshape(-1).nonzero().squeeze(1)  # (T,)
-        self.offsets = None  # (B + 1,): where each sequence starts in the unpadded layout, and T
-        if self.mask is not None:
-            self.offsets = torch.cat([self.mask.new_zeros(1, dtype=torch.long), self.mask.sum(1).cumsum(0)])
+
+    @cached_property
+    def offsets(self) -> torch.Tensor:
+        """(B + 1,) int64: sequence b is rows offsets[b] .. offsets[b + 1] of the unpadded (T, C) layout."""
+        return torch.cat([self.mask.new_zeros(1, dtype=torch.long), self.mask.sum(1).cumsum(0)])
 
     @property
     def batch_shape(self) -> tuple[int, int]:

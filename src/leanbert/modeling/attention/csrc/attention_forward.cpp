@@ -203,7 +203,8 @@ void attend_all(const float* src, float* dst, int64_t n_seq, int64_t heads, int6
 #endif
 }
 
-int64_t checked_width(const at::Tensor& qkv, int64_t heads, int64_t dims, const char* shape) {
+// Refuses a qkv this kernel cannot read (`shape` names the layout expected); returns C, its width / 3.
+int64_t check_qkv(const at::Tensor& qkv, int64_t heads, int64_t dims, const char* shape) {
   TORCH_CHECK(supported(), "leanbert attention: this build has no AVX-512 kernel");
   TORCH_CHECK(qkv.dim() == dims && qkv.scalar_type() == at::kFloat && qkv.is_contiguous() && qkv.device().is_cpu(),
               "qkv must be a contiguous float32 CPU tensor ", shape, ", got ", qkv.sizes(), " ", qkv.scalar_type());
@@ -216,7 +217,7 @@ int64_t checked_width(const at::Tensor& qkv, int64_t heads, int64_t dims, const 
 // qkv (B, L, 3 C) float32 contiguous, heads of Dh = C / heads (a multiple of 32);
 // key_mask (B, L) bool, True = attend, or None. Returns the context (B, L, C).
 at::Tensor forward(const at::Tensor& qkv, int64_t heads, const std::optional<at::Tensor>& key_mask) {
-  const int64_t C = checked_width(qkv, heads, 3, "(B, L, 3 C)");
+  const int64_t C = check_qkv(qkv, heads, 3, "(B, L, 3 C)");
   const int64_t B = qkv.size(0), L = qkv.size(1);
   const bool* keep = nullptr;
   if (key_mask) {
@@ -236,7 +237,7 @@ at::Tensor forward(const at::Tensor& qkv, int64_t heads, const std::optional<at:
 // int64, from 0 to T, non-decreasing), every row of a sequence a real token. Returns (T, C): the
 // same numbers as `forward` on the padded batch at its real positions, without building the grid.
 at::Tensor forward_unpadded(const at::Tensor& qkv, int64_t heads, const at::Tensor& offsets) {
-  const int64_t C = checked_width(qkv, heads, 2, "(T, 3 C)");
+  const int64_t C = check_qkv(qkv, heads, 2, "(T, 3 C)");
   const int64_t T = qkv.size(0);
   TORCH_CHECK(offsets.dim() == 1 && offsets.numel() >= 1 && offsets.scalar_type() == at::kLong &&
               offsets.is_contiguous() && offsets.device().is_cpu(),
