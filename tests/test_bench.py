@@ -3,6 +3,12 @@ record. Speed itself is never asserted here (benchmarks/ and `make bench` measur
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
 from leanbert.bench import host
 from leanbert.bench.fff_speed import layer_speed
 
@@ -14,6 +20,34 @@ def test_fff_layer_speed_reports_inference_and_training_ratios():
         assert result[key] > 0
     assert set(result["layer_inference_seconds"]) == {"dense", "fff_kernel", "fff_gather"}
     assert set(result["layer_training_seconds"]) == {"dense", "fff_kernel"}
+    assert set(result["layer_inference_page_faults"]) == {"dense", "fff_kernel"}
+
+
+_REALLOCATE = textwrap.dedent('''
+    import sys
+    from leanbert.bench.allocator import keep_freed_memory, minor_faults
+    setting = keep_freed_memory() if sys.argv[1] == "keep" else "default"
+    def fill():  # 64 MB, above glibc's largest mmap threshold, written page by page, then freed
+        buffer = bytearray(64 << 20)
+        buffer[::4096] = b"x" * len(range(0, 64 << 20, 4096))
+    fill()
+    before = minor_faults()
+    fill()
+    print(setting, minor_faults() - before)
+''')
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_kept_memory_serves_a_second_large_allocation_without_page_faults():
+    def faults(mode):
+        out = subprocess.run([sys.executable, "-c", _REALLOCATE, mode], capture_output=True, text=True, check=True)
+        setting, count = out.stdout.strip().rsplit(" ", 1)
+        return setting, int(count)
+
+    setting, kept = faults("keep")
+    assert setting.startswith("glibc, freed memory kept"), setting
+    assert kept < 100  # the freed 64 MB is reused: no page is mapped again
+    assert faults("default")[1] > 10_000  # glibc unmaps it and maps 16,384 fresh pages
 
 
 def test_host_description_names_the_cpu_and_its_caches():

@@ -43,8 +43,9 @@ def test_bench_json_prints_one_object_even_when_the_runs_print(tmp_path, capsys,
         return {"preset": "bert-tiny", "pretrain_throughput_ratio": 4.2}
 
     monkeypatch.setattr(pretrain_speed, "run", noisy_run)
-    main(["bench", "pretrain", "--json", "--out", str(tmp_path)])
+    # --default-allocator: the allocator setting would last for the rest of this test process
+    main(["bench", "pretrain", "--json", "--out", str(tmp_path), "--default-allocator"])
     captured = capsys.readouterr()
-    assert json.loads(captured.out) == {"preset": "bert-tiny", "pretrain_throughput_ratio": 4.2}
+    assert json.loads(captured.out) == {"preset": "bert-tiny", "pretrain_throughput_ratio": 4.2, "allocator": "default"}
     assert "train_runtime" in captured.err
     assert json.loads((tmp_path / "bench_pretrain_bert-tiny.json").read_text())["pretrain_throughput_ratio"] == 4.2

@@ -46,10 +46,14 @@ def _tokenizer_train(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
+    from leanbert.bench.allocator import keep_freed_memory
+
+    allocator = "default" if args.default_allocator else keep_freed_memory()  # before any large allocation
     # with --json, stdout carries the one result object: what the runs print (Trainer's summary
     # lines) goes to stderr
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         result, title = _run_bench(args)
+    result["allocator"] = allocator
     from leanbert.bench.results import write_results
 
     name = f"bench_{args.what}" + (f"_{result['preset']}" if args.what == "pretrain" and "preset" in result else "")
@@ -119,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--tokenizer", default=None)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--default-allocator", action="store_true",
+                   help="leave glibc's allocator as it is (by default freed memory is kept for reuse, so that "
+                        "no side pays page faults for large temporaries; see leanbert/bench/allocator.py)")
     p.set_defaults(func=_bench)
 
     _add_optional_commands(sub)

@@ -12,6 +12,8 @@ run takes at least MIN_TURNS (9) turns: on a shared 2-core VM single calls somet
 usual time (memory-bound work next to noisy neighbours), and a median of 5 still moved. The record
 names the host (`host.describe()`): the FFF side is memory-bound and the dense side compute-bound, so the
 ratios depend on the machine's caches and memory bandwidth as much as on the code.
+`leanbert bench` runs under `allocator.keep_freed_memory()` unless told otherwise, so that neither
+side pays page faults for its temporaries; the record holds each layer's page faults per call.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from leanbert.bench.allocator import faults_per_call
 from leanbert.bench.timing import interleaved_medians
 
 MIN_TURNS = 9  # fewer, and the median still moved between runs on a shared 2-core VM
@@ -40,6 +43,7 @@ def layer_speed(tokens: int = 8192, width: int = 768, depth: int = 11, trees: in
         inference = interleaved_medians({
             "dense": lambda: dense(x), "fff_kernel": lambda: fff(x), "fff_gather": lambda: gather(x),
         }, repeats=repeats)
+        faults = faults_per_call({"dense": lambda: dense(x), "fff_kernel": lambda: fff(x)})
     probe = torch.randn(tokens, width)
 
     def train_step(layer):
@@ -55,6 +59,7 @@ def layer_speed(tokens: int = 8192, width: int = 768, depth: int = 11, trees: in
         "layer_inference_gather_speedup": inference["dense"] / inference["fff_gather"],
         "layer_training_speedup": training["dense"] / training["fff_kernel"],
         "layer_inference_seconds": inference,
+        "layer_inference_page_faults": faults,
         "layer_training_seconds": training,
         "layer_shape": {"tokens": tokens, "width": width, "depth": depth, "trees": trees},
     }
