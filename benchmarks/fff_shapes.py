@@ -3,7 +3,8 @@
 One FFF layer of each shape (trees x depth; width 768) and the transformers-style dense
 feed-forward 768 -> 3072 -> 768 on the same 8,192 tokens, all interleaved in one process
 (`leanbert.bench.timing.interleaved_medians`), inference mode. A token's cost is trees x (depth+1)
-neurons; the parameters are trees x (2^(depth+1) - 1) neurons.
+neurons; the parameters are trees x (2^(depth+1) - 1) neurons. Freed memory is kept for reuse, as
+in `leanbert bench` (`leanbert.bench.allocator`), so the dense layer pays no page faults.
 
     python benchmarks/fff_shapes.py [--repeats 7]
 
@@ -20,6 +21,9 @@ SHAPES = [(1, 11), (2, 10), (4, 9), (8, 8), (16, 7), (1, 8), (4, 6)]  # (trees, 
 
 
 def main() -> None:
+    from leanbert.bench.allocator import keep_freed_memory
+
+    allocator = keep_freed_memory()  # before any large allocation
     import torch
     from torch import nn
 
@@ -50,7 +54,7 @@ def main() -> None:
         for k, d in SHAPES
     }
     result = {"tokens": args.tokens, "width": width, "threads": torch.get_num_threads(), "host": host.describe(),
-              "fff_forward": fff_native.backend(),
+              "fff_forward": fff_native.backend(), "allocator": allocator,
               "dense_ms": round(1e3 * seconds["dense"], 1), "shapes": shapes}
     write_results(args.results, "fff_shapes", result, "FFF layer shapes (trees x depth) against dense, inference")
     for name, row in shapes.items():
