@@ -1,6 +1,6 @@
-"""Honest accuracy check for FFF at nano scale (UltraFastBERT issue 12): same budget, three feed-forwards.
+"""Honest accuracy check for FFF at small scale (UltraFastBERT issue 12): same budget, three feed-forwards.
 
-On the bert-hash-nano backbone (hidden 128, 2 layers), pretrain with MLM for the same number of
+On the bert-hash-nano backbone (hidden 128, 2 layers; or another recipe's), pretrain with MLM for the same number of
 steps, data, seed and schedule, and compare the held-out MLM loss of:
 
   fff            1 tree of depth D (2^(D+1)-1 neurons, D+1 used per token)
@@ -8,8 +8,10 @@ steps, data, seed and schedule, and compare the held-out MLM loss of:
   dense-params   a dense FF with 2^(D+1)-1 neurons: the same feed-forward parameters
 
     python benchmarks/fff_accuracy.py [--depth 8] [--steps 600] [--out runs/fff_accuracy]
+    python benchmarks/fff_accuracy.py --recipe recipes/bert-tiny.yaml   # same check, another backbone
 
-Writes benchmarks/results/fff_accuracy.{json,md}. The numbers are reported as they come out.
+Writes benchmarks/results/fff_accuracy.{json,md} (fff_accuracy_<preset> for another recipe's
+preset). The numbers are reported as they come out.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def main() -> None:
     from leanbert.train.recipe import load_recipe
 
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--recipe", default=str(HERE.parent / "recipes" / "bert-hash-nano.yaml"),
+                        help="pretraining recipe whose backbone the three feed-forwards share")
     parser.add_argument("--depth", type=int, default=8)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--data-dir", default=None)
@@ -48,10 +52,11 @@ def main() -> None:
     }
     schedule = [f"training.max_steps={args.steps}", f"training.warmup_steps={max(args.steps // 10, 1)}",
                 f"training.save_steps={args.steps}", "training.logging_steps=50", "data.max_eval_blocks=512"]
-    result = {"backbone": "bert-hash-nano", "depth": args.depth, "neurons": neurons, "neurons_used": used,
+    backbone = load_recipe(args.recipe, [], kind="pretrain").model.get("preset", "custom")
+    result = {"backbone": backbone, "depth": args.depth, "neurons": neurons, "neurons_used": used,
               "steps": args.steps, "batch": "64 x 128 tokens", "runs": {}}
     for name, overrides in variants.items():
-        recipe = load_recipe(HERE.parent / "recipes" / "bert-hash-nano.yaml", overrides + schedule, kind="pretrain")
+        recipe = load_recipe(args.recipe, overrides + schedule, kind="pretrain")
         start = time.perf_counter()
         out = Path(args.out) / name
         if (out / "metrics.json").is_file():  # finished earlier: rerunning only rewrites the table
@@ -62,7 +67,8 @@ def main() -> None:
         result["runs"][name] = {"eval_loss": metrics.get("eval_loss"), "eval_perplexity": metrics.get("eval_perplexity"),
                                 "train_loss": metrics.get("train_loss"), "seconds": time.perf_counter() - start}
         print(name, result["runs"][name])
-    write_results(args.results, "fff_accuracy", result, "FFF vs dense feed-forward at nano scale, same budget")
+    name = "fff_accuracy" if backbone == "bert-hash-nano" else f"fff_accuracy_{backbone}"
+    write_results(args.results, name, result, f"FFF vs dense feed-forward on {backbone}, same budget")
 
 
 if __name__ == "__main__":
