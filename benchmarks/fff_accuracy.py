@@ -1,7 +1,7 @@
 """Honest accuracy check for FFF at small scale (UltraFastBERT issue 12): same budget, three feed-forwards.
 
-On the bert-hash-nano backbone (hidden 128, 2 layers; or another recipe's), pretrain with MLM for the same number of
-steps, data, seed and schedule, and compare the held-out MLM loss of:
+On the bert-hash-nano backbone (hidden 128, 2 layers), or another recipe's, pretrain with MLM for
+the same number of steps, data, seed and schedule, and compare the held-out MLM loss of:
 
   fff            1 tree of depth D (2^(D+1)-1 neurons, D+1 used per token)
   dense-compute  a dense FF with D+1 neurons: the same per-token feed-forward compute

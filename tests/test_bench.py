@@ -28,9 +28,10 @@ _REALLOCATE = textwrap.dedent('''
     import sys
     from leanbert.bench.allocator import keep_freed_memory, minor_faults
     setting = keep_freed_memory() if sys.argv[1] == "keep" else "default"
-    def fill():  # 64 MB, above glibc's largest mmap threshold, written page by page, then freed
-        buffer = bytearray(64 << 20)
-        buffer[::4096] = b"x" * len(range(0, 64 << 20, 4096))
+    SIZE, PAGE = 64 << 20, 4096  # 64 MB: above glibc's largest mmap threshold
+    def fill():  # written page by page, then freed
+        buffer = bytearray(SIZE)
+        buffer[::PAGE] = b"x" * (SIZE // PAGE)
     fill()
     before = minor_faults()
     fill()
