@@ -4,7 +4,7 @@ One FFF layer of each shape (trees x depth; width 768) and the transformers-styl
 feed-forward 768 -> 3072 -> 768 on the same 8,192 tokens, all interleaved in one process
 (`leanbert.bench.timing.interleaved_medians`), inference mode. A token's cost is trees x (depth+1)
 neurons; the parameters are trees x (2^(depth+1) - 1) neurons. Freed memory is kept for reuse, as
-in `leanbert bench` (`leanbert.bench.allocator`), so the dense layer pays no page faults.
+in `leanbert bench` (`leanbert.allocator`), so the dense layer pays no page faults.
 
     python benchmarks/fff_shapes.py [--repeats 7]
 
@@ -21,7 +21,7 @@ SHAPES = [(1, 11), (2, 10), (4, 9), (8, 8), (16, 7), (1, 8), (4, 6)]  # (trees, 
 
 
 def main() -> None:
-    from leanbert.bench.allocator import keep_freed_memory
+    from leanbert.allocator import keep_freed_memory
 
     allocator = keep_freed_memory()  # before any large allocation
     import torch

@@ -26,7 +26,7 @@ def test_fff_layer_speed_reports_inference_and_training_ratios():
 
 _REALLOCATE = textwrap.dedent('''
     import sys
-    from leanbert.bench.allocator import keep_freed_memory, minor_faults
+    from leanbert.allocator import keep_freed_memory, minor_faults
     setting = keep_freed_memory() if sys.argv[1] == "keep" else "default"
     SIZE, PAGE = 64 << 20, 4096  # 64 MB: above glibc's largest mmap threshold
     def fill():  # written page by page, then freed

@@ -1,6 +1,7 @@
 """The command line: subcommands exist, and errors are one line on stderr with exit code 2."""
 
 
+import pytest
 from transformers import AutoTokenizer
 
 from leanbert.cli import main
@@ -49,3 +50,21 @@ def test_bench_json_prints_one_object_even_when_the_runs_print(tmp_path, capsys,
     assert json.loads(captured.out) == {"preset": "bert-tiny", "pretrain_throughput_ratio": 4.2, "allocator": "default"}
     assert "train_runtime" in captured.err
     assert json.loads((tmp_path / "bench_pretrain_bert-tiny.json").read_text())["pretrain_throughput_ratio"] == 4.2
+
+
+@pytest.mark.parametrize(("argv", "kept"), [
+    (["pretrain", "missing.yaml"], True),
+    (["distill", "missing.yaml"], True),
+    (["glue", "--model", "m", "--tasks", "bogus"], True),
+    (["finetune", "--model", "/missing", "--task", "sst2"], True),
+    (["pretrain", "missing.yaml", "--default-allocator"], False),
+    (["glue", "--model", "m", "--tasks", "bogus", "--default-allocator"], False),
+    (["convert", "--from", "gpt2", "src", "out"], False),
+])
+def test_commands_that_train_keep_freed_memory_unless_told_otherwise(argv, kept, monkeypatch):
+    import leanbert.cli as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(argv[0]) or "kept")
+    assert main(argv) == 2  # each fails on its bad input, after the allocator was set up
+    assert calls == ([argv[0]] if kept else [])

@@ -7,6 +7,8 @@ import contextlib
 import json
 import sys
 
+from leanbert.allocator import add_allocator_option, keep_freed_memory
+
 
 def _presets(args: argparse.Namespace) -> None:
     print_presets(as_json=args.json)
@@ -46,14 +48,11 @@ def _tokenizer_train(args: argparse.Namespace) -> None:
 
 
 def _bench(args: argparse.Namespace) -> None:
-    from leanbert.bench.allocator import keep_freed_memory
-
-    allocator = "default" if args.default_allocator else keep_freed_memory()  # before any large allocation
     # with --json, stdout carries the one result object: what the runs print (Trainer's summary
     # lines) goes to stderr
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         result, title = _run_bench(args)
-    result["allocator"] = allocator
+    result["allocator"] = args.allocator
     from leanbert.bench.results import write_results
 
     name = f"bench_{args.what}" + (f"_{result['preset']}" if args.what == "pretrain" and "preset" in result else "")
@@ -123,9 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--tokenizer", default=None)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--default-allocator", action="store_true",
-                   help="leave glibc's allocator as it is (by default freed memory is kept for reuse, so that "
-                        "no side pays page faults for large temporaries; see leanbert/bench/allocator.py)")
+    add_allocator_option(p)
     p.set_defaults(func=_bench)
 
     _add_optional_commands(sub)
@@ -133,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="runs/demo")
+    add_allocator_option(p)
     p.set_defaults(func=_demo)
     return parser
 
@@ -153,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     import leanbert  # noqa: F401  (registers the Auto classes)
 
     args = build_parser().parse_args(argv)
+    # commands that train, evaluate or benchmark keep freed memory, before any large allocation
+    args.allocator = keep_freed_memory() if getattr(args, "keep_freed_memory", False) else "default"
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as err:

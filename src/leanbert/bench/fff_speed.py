@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from leanbert.bench.allocator import faults_per_call
+from leanbert.allocator import faults_per_call
 from leanbert.bench.timing import interleaved_medians
 
 MIN_TURNS = 9  # fewer, and the median still moved between runs on a shared 2-core VM

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from leanbert.bench.allocator import faults_per_call
+from leanbert.allocator import faults_per_call
 from leanbert.bench.timing import interleaved_medians
 
 

@@ -13,6 +13,8 @@ import argparse
 import json
 import sys
 
+from leanbert.allocator import add_allocator_option
+
 
 def add_commands(subparsers) -> None:
     for name, help_text, func in (
@@ -26,6 +28,7 @@ def add_commands(subparsers) -> None:
         p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
         p.add_argument("--data-dir", default=None, help="folder with corpus/ and tokenizers/ (default: ../shared/data)")
         p.add_argument("--output-dir", default=None, help="overrides the recipe's output_dir")
+        add_allocator_option(p)
         p.set_defaults(func=func)
 
 

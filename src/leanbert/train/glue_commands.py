@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from leanbert.allocator import add_allocator_option
+
 
 def _add_data_and_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
@@ -36,6 +38,7 @@ def _add_setting_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--save-predictions", action="store_true", help="write predictions_<split>.<format> per run")
     g.add_argument("--predictions-format", choices=["jsonl", "tsv"], default="jsonl")
     g.add_argument("--save-model", action="store_true", help="keep the fine-tuned model of each run in model/")
+    add_allocator_option(p)
 
 
 def _overrides(args: argparse.Namespace) -> dict:
