@@ -22,7 +22,6 @@ preset). The numbers are reported as they come out.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -70,14 +69,13 @@ def main() -> None:
         folder = Path(args.out) if seed == recipe_seed else Path(args.out) / f"seed-{seed}"
         for name, overrides in variants.items():
             recipe = load_recipe(args.recipe, overrides + schedule + [f"training.seed={seed}"], kind="pretrain")
-            start, out = time.perf_counter(), folder / name
+            out = folder / name
             if (out / "metrics.json").is_file():  # finished earlier: rerunning only rewrites the table
                 metrics = json.loads((out / "metrics.json").read_text())
             else:
                 resume = out.is_dir() and get_last_checkpoint(str(out)) is not None
                 metrics = run_pretraining(recipe, data_dir=args.data_dir, output_dir=str(out), resume=resume)
-            run = {"eval_loss": metrics.get("eval_loss"), "eval_perplexity": metrics.get("eval_perplexity"),
-                   "train_loss": metrics.get("train_loss"), "seconds": time.perf_counter() - start}
+            run = {key: metrics.get(key) for key in ("eval_loss", "eval_perplexity", "train_loss", "train_runtime")}
             result["runs"][name][str(seed)] = run
             print(f"seed {seed}", name, run)
     result.update(_summary(result["runs"], seeds))
