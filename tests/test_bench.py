@@ -17,9 +17,12 @@ from leanbert.bench.fff_speed import layer_speed
 def test_fff_layer_speed_reports_inference_and_training_ratios():
     result = layer_speed(tokens=40, width=16, depth=2, trees=2, repeats=1)
     assert result["layer_shape"] == {"tokens": 40, "width": 16, "depth": 2, "trees": 2}
-    for key in ("layer_inference_speedup", "layer_inference_gather_speedup", "layer_training_speedup"):
+    for key in ("layer_inference_speedup", "layer_inference_gather_speedup", "layer_training_speedup",
+                "layer_inference_back_to_back_speedup", "layer_inference_paper_setup_speedup"):
         assert result[key] > 0
     assert set(result["layer_inference_seconds"]) == {"dense", "fff_kernel", "fff_gather"}
+    assert set(result["layer_inference_back_to_back_seconds"]) == {"dense", "fff_kernel"}
+    assert set(result["layer_inference_paper_setup_seconds"]) == {"dense", "fff_kernel"}
     assert set(result["layer_training_seconds"]) == {"dense", "fff_kernel"}
     assert set(result["layer_inference_page_faults"]) == {"dense", "fff_kernel"}
 

@@ -3,6 +3,14 @@
 (a) layer inference: FFF (width 768, depth 11, 1 tree; compiled forward, `fff_native`, or the numba
     kernels where it cannot be built) vs transformers-style dense FF
     (768 -> 3072 -> 768, GELU) on the same 8,192 tokens; a plain-PyTorch gather FFF for context.
+    The headline calls each layer right after the other, so each finds its weights and x evicted,
+    as a layer inside a model does. Two more settings reproduce how the paper's 78x was timed
+    (pbelcak/UltraFastBERT, benchmark_cpu/main.cpp: each implementation called 250 times in a row
+    on inputs that are allocated and never written, i.e. zero pages):
+    `layer_inference_back_to_back_*` times the last of three calls in a row (weights and x in
+    cache where they fit); `layer_inference_paper_setup_*` does the same on all-zero inputs, where
+    every token takes the same path through the tree, so the FFF reads the weights of 12 nodes in all.
+    Neither is the headline: real inputs spread over the tree.
 (b) layer training step (forward + backward into the input and every parameter), same layers.
 (c) whole-model inference: `ultrafastbert-1x11` vs the same crammedBERT backbone with a dense FF
     (intermediate 3072), batch 8 x 128, random weights, under inference_mode. Both models share
@@ -25,10 +33,15 @@ from leanbert.allocator import faults_per_call
 from leanbert.bench.timing import interleaved_medians
 
 MIN_TURNS = 9  # fewer, and the median still moved between runs on a shared 2-core VM
+BACK_TO_BACK_CALLS = 3  # the last of three calls in a row is timed
 
 
 def _dense_ff(width: int) -> nn.Module:
     return nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+
+def _pair(dense: nn.Module, fff: nn.Module, x: torch.Tensor) -> dict:
+    return {"dense": lambda: dense(x), "fff_kernel": lambda: fff(x)}
 
 
 def layer_speed(tokens: int = 8192, width: int = 768, depth: int = 11, trees: int = 1, repeats: int = MIN_TURNS) -> dict:
@@ -43,7 +56,10 @@ def layer_speed(tokens: int = 8192, width: int = 768, depth: int = 11, trees: in
         inference = interleaved_medians({
             "dense": lambda: dense(x), "fff_kernel": lambda: fff(x), "fff_gather": lambda: gather(x),
         }, repeats=repeats)
-        faults = faults_per_call({"dense": lambda: dense(x), "fff_kernel": lambda: fff(x)})
+        back_to_back = interleaved_medians(_pair(dense, fff, x), repeats=repeats, calls=BACK_TO_BACK_CALLS)
+        paper_setup = interleaved_medians(_pair(dense, fff, torch.zeros_like(x)), repeats=repeats,
+                                          calls=BACK_TO_BACK_CALLS)
+        faults = faults_per_call(_pair(dense, fff, x))
     probe = torch.randn(tokens, width)
 
     def train_step(layer):
@@ -58,7 +74,11 @@ def layer_speed(tokens: int = 8192, width: int = 768, depth: int = 11, trees: in
         "layer_inference_speedup": inference["dense"] / inference["fff_kernel"],
         "layer_inference_gather_speedup": inference["dense"] / inference["fff_gather"],
         "layer_training_speedup": training["dense"] / training["fff_kernel"],
+        "layer_inference_back_to_back_speedup": back_to_back["dense"] / back_to_back["fff_kernel"],
+        "layer_inference_paper_setup_speedup": paper_setup["dense"] / paper_setup["fff_kernel"],
         "layer_inference_seconds": inference,
+        "layer_inference_back_to_back_seconds": back_to_back,
+        "layer_inference_paper_setup_seconds": paper_setup,
         "layer_inference_page_faults": faults,
         "layer_training_seconds": training,
         "layer_shape": {"tokens": tokens, "width": width, "depth": depth, "trees": trees},
