@@ -41,6 +41,7 @@ def _dense_ff(width: int) -> nn.Module:
 
 
 def _pair(dense: nn.Module, fff: nn.Module, x: torch.Tensor) -> dict:
+    """(a)'s two layers on input x, as timing candidates."""
     return {"dense": lambda: dense(x), "fff_kernel": lambda: fff(x)}
 
 
@@ -53,9 +54,7 @@ def layer_speed(tokens: int = 8192, width: int = 768, depth: int = 11, trees: in
     gather = FastFeedForward(width, depth, trees, impl="gather")
     gather.load_state_dict(fff.state_dict())
     with torch.inference_mode():
-        inference = interleaved_medians({
-            "dense": lambda: dense(x), "fff_kernel": lambda: fff(x), "fff_gather": lambda: gather(x),
-        }, repeats=repeats)
+        inference = interleaved_medians({**_pair(dense, fff, x), "fff_gather": lambda: gather(x)}, repeats=repeats)
         back_to_back = interleaved_medians(_pair(dense, fff, x), repeats=repeats, calls=BACK_TO_BACK_CALLS)
         paper_setup = interleaved_medians(_pair(dense, fff, torch.zeros_like(x)), repeats=repeats,
                                           calls=BACK_TO_BACK_CALLS)
