@@ -63,7 +63,9 @@ def main() -> None:
     backbone, recipe_seed = base.model.get("preset", "custom"), base.training.get("seed", 42)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [recipe_seed]
     result = {"backbone": backbone, "depth": args.depth, "neurons": neurons, "neurons_used": used,
-              "steps": args.steps, "batch": "64 x 128 tokens", "seeds": seeds,
+              "steps": args.steps,
+              "batch": f"{base.training.get('per_device_train_batch_size', 8)} x {base.data.block_size} tokens",  # 8: HF's default
+              "seeds": seeds,
               "runs": {name: {} for name in variants}}
     for seed in seeds:
         folder = Path(args.out) if seed == recipe_seed else Path(args.out) / f"seed-{seed}"

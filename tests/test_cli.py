@@ -44,7 +44,7 @@ def test_bench_json_prints_one_object_even_when_the_runs_print(tmp_path, capsys,
         return {"preset": "bert-tiny", "pretrain_throughput_ratio": 4.2}
 
     monkeypatch.setattr(pretrain_speed, "run", noisy_run)
-    # --default-allocator: the allocator setting would last for the rest of this test process
+    # --default-allocator, so that the record's allocator field is known whatever the C library
     main(["bench", "pretrain", "--json", "--out", str(tmp_path), "--default-allocator"])
     captured = capsys.readouterr()
     assert json.loads(captured.out) == {"preset": "bert-tiny", "pretrain_throughput_ratio": 4.2, "allocator": "default"}

@@ -38,7 +38,6 @@ def _add_setting_overrides(p: argparse.ArgumentParser) -> None:
     g.add_argument("--save-predictions", action="store_true", help="write predictions_<split>.<format> per run")
     g.add_argument("--predictions-format", choices=["jsonl", "tsv"], default="jsonl")
     g.add_argument("--save-model", action="store_true", help="keep the fine-tuned model of each run in model/")
-    add_allocator_option(p)
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -94,6 +93,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--json", action="store_true", help="also print the results as one JSON line")
     _add_setting_overrides(p)
+    add_allocator_option(p)
     p.set_defaults(func=_finetune)
 
     p = subparsers.add_parser("glue", help="fine-tune and score GLUE tasks over seeds; medians, skips reported")
@@ -103,6 +103,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--seeds", type=int, default=None, help="seeds per task (default: glue_sane 5, run_glue 1)")
     p.add_argument("--first-seed", type=int, default=42)
     _add_setting_overrides(p)
+    add_allocator_option(p)
     p.set_defaults(func=_glue)
 
     p = subparsers.add_parser("report", help="Markdown + PNG report of a run: training curves, GLUE vs the seeds")
