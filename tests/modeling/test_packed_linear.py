@@ -45,9 +45,14 @@ def test_training_uses_the_differentiable_reference_path():
 
 def test_packed_copy_is_not_carried_by_copies():
     layer = PackedLinear(8, 8)
+    x = torch.randn(2, 8)
     with torch.no_grad():
-        layer(torch.randn(2, 8))
-    assert layer._packed is not None
-    assert copy.deepcopy(layer)._packed is None
-    assert pickle.loads(pickle.dumps(layer))._packed is None
+        layer(x)
+    assert layer._packed._entry is not None
+    assert copy.deepcopy(layer)._packed._entry is None
+    assert pickle.loads(pickle.dumps(layer))._packed._entry is None
     assert "_packed" not in "".join(layer.state_dict())
+    twin = copy.deepcopy(layer)
+    with torch.no_grad():
+        twin.weight.zero_()
+        torch.testing.assert_close(twin(x), twin.bias.expand(2, 8))

@@ -8,8 +8,8 @@ weight's layout transform once instead of on every call. Measured on this projec
 
 The packed path runs only when no gradient is being recorded, on CPU float32 with oneDNN
 available; training and every other case take the plain `F.linear` reference path beside it
-(tests compare the two). The packed copy is rebuilt whenever the weight changes (its version
-counter moves, as after an optimiser step or `load_state_dict`), and is never saved.
+(tests compare the two). The packed copy is rebuilt whenever the weight changes, and is never
+saved or copied (`derived_weight.DerivedWeight`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from leanbert.modeling.derived_weight import DerivedWeight
 
 ACTIVATIONS = {None: ("none", None), "gelu": ("gelu", F.gelu)}
 
@@ -37,7 +39,7 @@ class PackedLinear(nn.Linear):
             raise ValueError(f"PackedLinear activation {activation!r}; allowed: {list(ACTIVATIONS)}")
         self.activation = activation
         self.use_packed = True  # set False to force the reference path
-        self._packed: tuple[int, int, torch.Tensor] | None = None  # (data_ptr, version, packed weight)
+        self._packed = DerivedWeight()  # the prepacked copy of `weight`
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.linear(x, self.weight, self.bias)
@@ -47,20 +49,8 @@ class PackedLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.use_packed and _AVAILABLE and not torch.is_grad_enabled()
                 and x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32):
+            packed = self._packed.get(self.weight, lambda w: torch.ops.mkldnn._reorder_linear_weight(w, None))
             return torch.ops.mkldnn._linear_pointwise(
-                x, self._packed_weight(), self.bias, ACTIVATIONS[self.activation][0], [], "none"
+                x, packed, self.bias, ACTIVATIONS[self.activation][0], [], "none"
             )  # (..., in) -> (..., out)
         return self.reference_forward(x)
-
-    def _packed_weight(self) -> torch.Tensor:
-        weight = self.weight
-        key = (weight.data_ptr(), weight._version)
-        if self._packed is None or self._packed[:2] != key:
-            with torch.inference_mode(False):
-                self._packed = (*key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
-        return self._packed[2]
-
-    def __getstate__(self):  # deepcopy / pickling: the packed copy is derived, never carried along
-        state = super().__getstate__()
-        state["_packed"] = None
-        return state

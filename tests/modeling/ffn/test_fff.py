@@ -7,12 +7,14 @@ compare outputs, visited paths and every gradient.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from torch.nn.utils import prune
 
 from leanbert.modeling.ffn import fff
 from leanbert.modeling.ffn.fff import FastFeedForward, route_from_logits
@@ -199,6 +201,70 @@ def test_kernel_sees_weight_updates():
     torch.testing.assert_close(layer(x), 2.0 * y.detach(), atol=1e-6, rtol=1e-5)
     layer.linear_out.weight = torch.nn.Parameter(torch.zeros_like(layer.linear_out.weight))
     assert layer(x).abs().max().item() == 0.0
+
+
+def test_kernel_sees_new_storage_and_copies():
+    """`.data` assignment (Module.half(), vector_to_parameters) and deepcopy'd layers (EMA, teachers)."""
+    if "kernel" not in FAST_IMPLS:
+        pytest.skip("numba is not available")
+    layer = make_layer(8, depth=3, trees=2, seed=2)
+    layer.impl = "kernel"
+    x = torch.randn(5, 8)
+    with torch.no_grad():
+        layer(x)
+        twin = copy.deepcopy(layer)
+        layer.linear_out.weight.data = torch.zeros_like(layer.linear_out.weight)
+        assert layer(x).abs().max().item() == 0.0
+        for _ in range(4):  # the copy's version counter restarts at 0: step it past the original's
+            twin.linear_out.weight.mul_(0.5)
+        torch.testing.assert_close(twin(x), twin.reference_forward(x), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["reference", *FAST_IMPLS])
+def test_wrong_width_is_refused(impl):
+    layer = make_layer(16, depth=2, trees=1, seed=0)
+    layer.impl = impl
+    with pytest.raises(ValueError, match=r"width 16 got an input of shape \(4, 8\)"):
+        layer(torch.randn(4, 8))  # 32 values: a reshape alone would regroup them into (2, 16)
+
+
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+def test_hooked_or_wrapped_linears_take_the_reference_path(impl):
+    """Pruning (a forward pre-hook) and LoRA-style wrappers act through the layer's forward."""
+    layer = make_layer(16, depth=3, trees=1, seed=3)
+    layer.impl = impl
+    x = torch.randn(6, 16)
+    mask = (torch.arange(16 * 15).view(15, 16) % 3 != 0).float()
+    prune.custom_from_mask(layer.linear_in, "weight", mask)
+    with torch.no_grad():
+        layer.linear_in.weight_orig.mul_(3.0)  # the hook recomputes .weight at the next forward only
+    expected = layer.reference_forward(x)
+    torch.testing.assert_close(layer(x), expected)
+
+    class Wrapped(torch.nn.Module):  # a LoRA-shaped wrapper: base layer plus a low-rank update
+        def __init__(self, base):
+            super().__init__()
+            self.base, self.down, self.up = base, torch.nn.Linear(16, 2, bias=False), torch.nn.Linear(2, 15, bias=False)
+            self.weight, self.bias = base.weight, base.bias
+
+        def forward(self, inputs):
+            return self.base(inputs) + self.up(self.down(inputs))
+
+    wrapped = make_layer(16, depth=3, trees=1, seed=3)
+    wrapped.impl = impl
+    wrapped.linear_in = Wrapped(wrapped.linear_in)
+    torch.testing.assert_close(wrapped(x), wrapped.reference_forward(x))
+
+
+@pytest.mark.skipif("kernel" not in FAST_IMPLS, reason="numba is not available")
+def test_kernel_refuses_double_backward():
+    """The kernels' backward is not differentiable: create_graph must fail, not drop terms."""
+    layer = make_layer(8, depth=2, trees=1, seed=1)
+    layer.impl = "kernel"
+    x = torch.randn(4, 8, requires_grad=True)
+    (grad,) = torch.autograd.grad(layer(x).pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        grad.pow(2).sum().backward()
 
 
 def test_float64_falls_back_to_gather():

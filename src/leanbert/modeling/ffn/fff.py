@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from leanbert.modeling.derived_weight import DerivedWeight
+
 try:
     from leanbert.modeling.ffn import fff_kernel
 except ImportError:  # numba missing or broken: the PyTorch paths still work
@@ -81,7 +83,7 @@ class FastFeedForward(nn.Module):
         self.linear_out = nn.Linear(trees * self.n_nodes, width, bias=False)
         self.reset_parameters()
         self.impl = impl
-        self._w_out_t = None  # (weight, version, transposed copy); see _output_rows
+        self._w_out_t = DerivedWeight()  # linear_out.weight as contiguous rows (K N, W), for the kernels
 
     def reset_parameters(self) -> None:
         # The original layer's init: linear_in keeps nn.Linear's U(+-1/sqrt(width)); linear_out
@@ -108,15 +110,29 @@ class FastFeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        forward_2d = _IMPLEMENTATIONS[self._resolved_impl]
-        return forward_2d(self, x.reshape(-1, self.width)).reshape(shape)  # (T, W) -> (..., W)
+        impl = self._resolved_impl if self._fast_paths_apply() else "reference"
+        return _IMPLEMENTATIONS[impl](self, self._rows(x)).reshape(shape)  # (T, W) -> (..., W)
+
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., W) -> (T, W), refusing any other last dimension."""
+        if x.dim() == 0 or x.shape[-1] != self.width:
+            raise ValueError(f"FastFeedForward of width {self.width} got an input of shape {tuple(x.shape)}; "
+                             f"its last dimension must be {self.width}")
+        return x.reshape(-1, self.width)
+
+    def _fast_paths_apply(self) -> bool:
+        """Gather and kernel read the two layers' weights directly, so they serve only plain
+        nn.Linear layers without hooks: pruning, weight norm or a LoRA wrapper act through the
+        layer's forward, which only the reference path calls."""
+        return all(type(layer) is nn.Linear and not (layer._forward_hooks or layer._forward_pre_hooks)
+                   for layer in (self.linear_in, self.linear_out))
 
     # ---- reference: all logits, then route and mask -------------------------------------------
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The original computation: (..., W) -> (..., W), evaluating every neuron."""
         shape = x.shape
-        x = x.reshape(-1, self.width)
+        x = self._rows(x)
         logits = self.linear_in(x)  # (T, K N)
         with torch.no_grad():
             path = route_from_logits(logits.view(-1, self.trees, self.n_nodes), self.depth)  # (T, K, D+1)
@@ -129,7 +145,7 @@ class FastFeedForward(nn.Module):
     def gather_forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., W) -> (..., W) touching only visited rows; one gather per level."""
         shape = x.shape
-        x = x.reshape(-1, self.width)
+        x = self._rows(x)
         w_in = self.linear_in.weight  # (K N, W)
         w_out_t = self.linear_out.weight.t()  # (K N, W), a view: gradients land in linear_out
         roots = torch.arange(self.trees, device=x.device) * self.n_nodes  # (K,)
@@ -158,33 +174,17 @@ class FastFeedForward(nn.Module):
         return fff_kernel.FFFKernelFunction.apply(x, w_in, b_in, w_out, w_out_t, self.depth, self.trees)
 
     def _output_rows(self) -> torch.Tensor:
-        """linear_out.weight as contiguous rows (K N, W), cached until the weight changes.
-
-        In-place updates (optimiser steps, load_state_dict) bump the tensor's version counter;
-        assigning a new Parameter changes its identity; either rebuilds the copy.
-        """
-        weight = self.linear_out.weight
-        try:
-            version = weight._version
-        except RuntimeError:  # inference tensors have no version counter: never cache them
-            return weight.detach().t().contiguous()
-        cached = self._w_out_t
-        if cached is None or cached[0] is not weight or cached[1] != version:
-            # a normal tensor even when first built under inference_mode, so that a later
-            # training forward can save it for backward
-            with torch.inference_mode(False), torch.no_grad():
-                cached = (weight, version, weight.detach().t().contiguous())
-            self._w_out_t = cached
-        return cached[2]
+        """linear_out.weight as contiguous rows (K N, W), cached until the weight changes."""
+        return self._w_out_t.get(self.linear_out.weight, lambda w: w.t().contiguous())
 
     # ---- routing ------------------------------------------------------------------------------
 
     @torch.no_grad()
     def visited_paths(self, x: torch.Tensor) -> torch.Tensor:
         """Nodes visited by each token: (..., W) -> (T, K, D+1) int64 node ids (per tree), root first."""
-        x = x.reshape(-1, self.width)
+        x = self._rows(x)
         w_in, b_in = self.linear_in.weight, self.linear_in.bias
-        if self._resolved_impl == "kernel" and _kernel_accepts(x, w_in, b_in):
+        if self._resolved_impl == "kernel" and self._fast_paths_apply() and _kernel_accepts(x, w_in, b_in):
             rows, _ = fff_kernel.route(x.contiguous(), w_in, b_in, self.depth, self.trees)
             roots = torch.arange(self.trees).unsqueeze(1) * self.n_nodes  # (K, 1)
             return rows.view(-1, self.trees, self.depth + 1) - roots

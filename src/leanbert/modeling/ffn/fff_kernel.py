@@ -38,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from numba import njit, prange
+from torch.autograd.function import once_differentiable
 
 from leanbert.modeling.ffn import fff_native
 
@@ -431,6 +432,7 @@ class FFFKernelFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # the kernels are not differentiable: double backward fails rather than drop terms
     def backward(ctx, grad_y):
         x, w_in, w_out_t, rows, logits, act, order = ctx.saved_tensors
         need = ctx.needs_input_grad  # (x, w_in, b_in, w_out, ...)
