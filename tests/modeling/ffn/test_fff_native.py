@@ -135,6 +135,7 @@ def test_recycled_outputs_never_alias_live_ones():
     def native(inputs):
         return backends(layer, inputs)[1][0]
 
+    fff_native.release_buffers()  # whatever earlier tests left in the pool
     y1 = native(x)
     kept = y1.clone()
     outputs = [native(2 * x) for _ in range(3)]  # more calls while y1 is alive
@@ -145,6 +146,23 @@ def test_recycled_outputs_never_alias_live_ones():
     again = native(x)
     assert again.data_ptr() in ptrs  # ...and one is taken again, and filled with the right values
     torch.testing.assert_close(again, kept)
+
+
+def test_the_pool_keeps_few_recent_buffers():
+    """At most 4 buffers and 128 MB wait; the oldest go first, and a larger output is not kept."""
+    layer = make_layer(64, depth=1, trees=1, seed=5)
+
+    def native(tokens):
+        return backends(layer, torch.randn(tokens, 64))[1][0]
+
+    fff_native.release_buffers()
+    outputs = [native(4096 * (1 + i)) for i in range(6)]  # 1, 2, ... 6 MB, all alive at once
+    del outputs  # six buffers returned: the two returned first are evicted
+    assert fff_native.release_buffers() == 4
+    big = native(600_000)  # 154 MB
+    del big
+    assert fff_native.release_buffers() == 0
+    assert fff_native.release_buffers() == 0
 
 
 def test_turned_off_the_numba_forward_serves(monkeypatch):

@@ -336,7 +336,9 @@ void combine(const float* src, const int64_t* rows, const float* coef, const int
 // allocation of that size with a fresh mmap: every call then takes ~6,000 page faults, which cost
 // more than the kernels themselves (measured 6-11 ms a call on a 2-core VM, against ~6 ms of
 // work). A tensor made here returns its buffer to this pool when it dies; the next output of a
-// similar size takes it back, already mapped. At most kMaxFree buffers wait in the pool.
+// similar size takes it back, already mapped. The pool holds at most kMaxFree buffers and
+// kMaxFreeBytes in all, evicting the oldest first, so that what it keeps follows the recent
+// sizes; a buffer larger than kMaxFreeBytes is freed at once. `release()` frees them all.
 class BufferPool {
  public:
   static BufferPool& instance() {
@@ -356,9 +358,22 @@ class BufferPool {
     return at::from_blob(data, sizes, [capacity](void* p) { instance().give(p, capacity); }, options);
   }
 
+ // Frees every waiting buffer; returns how many there were.
+  int64_t release() {
+    std::vector<std::pair<size_t, void*>> drop;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      drop.swap(free_);
+      free_bytes_ = 0;
+    }
+    for (const auto& entry : drop) std::free(entry.second);
+    return int64_t(drop.size());
+  }
+
  private:
   static constexpr size_t kMinBytes = size_t(1) << 20;
   static constexpr size_t kMaxFree = 4;
+  static constexpr size_t kMaxFreeBytes = size_t(128) << 20;  // five 25 MB outputs' worth
 
   // (buffer, capacity): the smallest free buffer that fits and wastes at most half of it, or null
   std::pair<void*, size_t> take(size_t bytes) {
@@ -369,22 +384,32 @@ class BufferPool {
     if (best == free_.end()) return {nullptr, 0};
     const auto [capacity, data] = *best;
     free_.erase(best);
+    free_bytes_ -= capacity;
     return {data, capacity};
   }
 
   void give(void* data, size_t capacity) {
+    std::vector<void*> drop;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (free_.size() < kMaxFree) {
-        free_.emplace_back(capacity, data);
-        return;
+      if (capacity > kMaxFreeBytes) {
+        drop.push_back(data);
+      } else {
+        free_.emplace_back(capacity, data);  // newest last
+        free_bytes_ += capacity;
+        while (free_.size() > kMaxFree || free_bytes_ > kMaxFreeBytes) {  // evict the oldest
+          drop.push_back(free_.front().second);
+          free_bytes_ -= free_.front().first;
+          free_.erase(free_.begin());
+        }
       }
     }
-    std::free(data);
+    for (void* p : drop) std::free(p);
   }
 
   std::mutex mutex_;
-  std::vector<std::pair<size_t, void*>> free_;  // (capacity in bytes, buffer)
+  std::vector<std::pair<size_t, void*>> free_;  // (capacity in bytes, buffer), oldest first
+  size_t free_bytes_ = 0;
 };
 
 void check_rows(const at::Tensor& t, const char* name, int64_t n_rows, int64_t width) {
@@ -427,9 +452,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> fff_forwa
   return {y, rows, logits, act, order};
 }
 
+// Frees the output buffers waiting for reuse (`fff_native.release_buffers`); returns how many.
+int64_t release_buffers() { return BufferPool::instance().release(); }
+
 }  // namespace
 
 TORCH_LIBRARY(leanbert_fff, m) {
+  m.def("release_buffers() -> int", &release_buffers);
   m.def("forward(Tensor x, Tensor w_in, Tensor? b_in, Tensor w_out_t, int depth, int trees) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
