@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_presets)
 
     p = sub.add_parser("convert", help="import a published checkpoint")
-    p.add_argument("--from", dest="source_format", required=True, help="bert (also Bort)")
+    p.add_argument("--from", dest="source_format", required=True, metavar="FORMAT",
+                   help="bert: BERT-layout checkpoints (BERT, Bort); ultrafastbert: UltraFastBERT / crammedBERT-FFF")
     p.add_argument("src", help="hub name or local folder")
     p.add_argument("out", help="output folder (written atomically)")
     p.set_defaults(func=_convert)

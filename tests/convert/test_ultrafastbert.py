@@ -1,10 +1,12 @@
 """UltraFastBERT / crammedBERT-FFF import reproduces the reference's own outputs (golden fixture)."""
 
+import json
+import re
 import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForMaskedLM
 
 import leanbert  # noqa: F401
@@ -56,15 +58,51 @@ def test_pytorch_model_bin_source(fixture_dir, tmp_path):
     assert model.config.fff_depth == 3
 
 
-def test_unsupported_arch_is_refused_by_name(fixture_dir, tmp_path):
-    import json
-
+def copy_with_arch(fixture_dir, tmp_path, edit):
+    """The fixture checkpoint in tmp_path/src, with edit(arch) applied to its config."""
     src = tmp_path / "src"
     shutil.copytree(fixture_dir, src)
     config = json.loads((src / "config.json").read_text())
-    config["arch"]["norm_scheme"] = "post"
+    edit(config["arch"])
     (src / "config.json").chmod(0o644)
     (src / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="arch.norm_scheme='post'"):
+    return src
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("norm_scheme", "post", "arch.norm_scheme='post'"),
+    ("intermed_type", None, "arch.intermed_type='ff'"),  # absent: the reference's dense FF
+    ("attention.sequence_op", "normalization", "arch.attention.sequence_op='normalization'"),
+    ("attention.skip_output_projection", True, "arch.attention.skip_output_projection=True"),
+    ("ffn_layer_frequency", 2, "arch.ffn_layer_frequency=2"),
+    ("embedding.vocab_size", None, "no arch.embedding.vocab_size"),
+    ("intermed_depth", None, "no arch.intermed_depth"),
+])
+def test_unsupported_or_incomplete_arch_is_refused_by_name(fixture_dir, tmp_path, field, value, message):
+    def edit(arch):
+        *path, last = field.split(".")
+        section = arch
+        for part in path:
+            section = section[part]
+        if value is None:
+            del section[last]
+        else:
+            section[last] = value
+
+    src = copy_with_arch(fixture_dir, tmp_path, edit)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
         convert_ultrafastbert(src, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_tied_weights_saved_once_under_the_decoder_name(fixture_dir, converted, tmp_path):
+    """safetensors' save_model keeps one name of a tied pair: for crammedBERT, decoder.weight."""
+    src = tmp_path / "src"
+    shutil.copytree(fixture_dir, src)
+    state = load_file(str(fixture_dir / "model.safetensors"))
+    state["decoder.weight"] = state.pop("encoder.embedding.word_embedding.weight")
+    (src / "model.safetensors").chmod(0o644)
+    save_file(state, str(src / "model.safetensors"))
+    model = convert_ultrafastbert(src, tmp_path / "out")
+    reference = AutoModelForMaskedLM.from_pretrained(converted)
+    assert torch.equal(model.leanbert.embeddings.word_embeddings.weight, reference.leanbert.embeddings.word_embeddings.weight)

@@ -37,33 +37,52 @@ _QKV = re.compile(r"^encoder\.layers\.(\d+)\.attn\.self_attention\.query_key_val
 _SKIPPED = re.compile(r"(norm_factor|pos_embedding\.pe|^decoder\.weight)$")
 
 
+# arch fields whose value leanbert's crammedBERT options need. An absent field is taken to hold
+# that value, except those in _DEFAULTS, where the reference's own default differs.
+_EXPECTED = {
+    "norm_scheme": "pre", "intermed_type": "fff", "tie_weights": True, "decoder_bias": False, "use_bias": False,
+    "final_norm": True, "skip_head_transform": True, "norm": "LayerNorm", "nonlin": "GELU", "ffn_layer_frequency": 1,
+    "embedding.pos_embedding": "scaled-sinusoidal", "attention.type": "self-attention",
+    "attention.sequence_op": "torch-softmax", "attention.skip_output_projection": False,
+    "attention.qkv_bias": False, "attention.rotary_embedding": False, "attention.causal_attention": False,
+}
+_DEFAULTS = {"intermed_type": "ff", "embedding.pos_embedding": None}
+
+
+def _field(arch: dict, name: str, default=KeyError):
+    """arch's field by dotted name ("attention.type"); a missing required one is a CheckpointError."""
+    value = arch
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            if default is KeyError:
+                raise CheckpointError(f"crammedBERT config has no arch.{name}")
+            return default
+        value = value[part]
+    return value
+
+
 def leanbert_config_from_crammed(arch: dict) -> LeanBertConfig:
     """Map the reference's `arch` config; every choice leanbert cannot express is refused by name."""
-    expect = {"norm_scheme": "pre", "intermed_type": "fff", "tie_weights": True, "decoder_bias": False,
-              "use_bias": False, "final_norm": True, "skip_head_transform": True, "norm": "LayerNorm",
-              "nonlin": "GELU"}
-    for key, value in expect.items():
-        if key in arch and arch[key] != value:
-            raise CheckpointError(f"crammedBERT arch.{key}={arch[key]!r} is not supported (expected {value!r})")
-    embedding, attention = arch["embedding"], arch["attention"]
-    if embedding.get("pos_embedding") != "scaled-sinusoidal":
-        raise CheckpointError(f"crammedBERT arch.embedding.pos_embedding={embedding.get('pos_embedding')!r} "
-                              "is not supported (expected 'scaled-sinusoidal')")
-    if attention.get("qkv_bias") or attention.get("rotary_embedding") or attention.get("causal_attention"):
-        raise CheckpointError("crammedBERT attention with qkv_bias, rotary or causal attention is not supported")
-    if embedding.get("embedding_dim", arch["hidden_size"]) != arch["hidden_size"]:
+    for name, needed in _EXPECTED.items():
+        value = _field(arch, name, _DEFAULTS.get(name, needed))
+        if value != needed:
+            raise CheckpointError(f"crammedBERT arch.{name}={value!r} is not supported (expected {needed!r})")
+    hidden = _field(arch, "hidden_size")
+    if _field(arch, "embedding.embedding_dim", hidden) != hidden:
         raise CheckpointError("crammedBERT arch.embedding.embedding_dim must equal hidden_size")
+    embedding, attention = _field(arch, "embedding"), _field(arch, "attention")
     head = arch.get("classification_head") or {}
     return LeanBertConfig(
-        vocab_size=embedding["vocab_size"], hidden_size=arch["hidden_size"],
-        num_hidden_layers=arch["num_transformer_layers"], num_attention_heads=attention["num_attention_heads"],
-        intermediate_size=4 * arch["hidden_size"], hidden_act="gelu",
+        vocab_size=_field(arch, "embedding.vocab_size"), hidden_size=hidden,
+        num_hidden_layers=_field(arch, "num_transformer_layers"),
+        num_attention_heads=_field(arch, "attention.num_attention_heads"),
+        intermediate_size=4 * hidden, hidden_act="gelu",
         hidden_dropout_prob=arch.get("hidden_dropout_prob", 0.1),
         attention_probs_dropout_prob=attention.get("dropout_prob", 0.1),
-        max_position_embeddings=embedding["max_seq_length"], type_vocab_size=0,
+        max_position_embeddings=_field(arch, "embedding.max_seq_length"), type_vocab_size=0,
         layer_norm_eps=arch.get("norm_eps", 1e-12), pad_token_id=embedding.get("pad_token_id", 0),
         initializer_range=(arch.get("init") or {}).get("std", 0.02),
-        ffn_type="fff", fff_depth=arch["intermed_depth"], fff_trees=arch["intermed_size"],
+        ffn_type="fff", fff_depth=_field(arch, "intermed_depth"), fff_trees=_field(arch, "intermed_size"),
         norm_scheme="pre", final_norm=True, use_bias=False, position_embedding_type="scaled_sinusoidal",
         embedding_norm=bool(embedding.get("normalization", True)), pooler_type=head.get("pooler", "avg"),
         mlm_head_transform=False, mlm_decoder_bias=False,
@@ -77,6 +96,8 @@ def crammed_state_dict_to_leanbert(state: dict[str, torch.Tensor], num_heads: in
     decoder, word = state.get("decoder.weight"), state.get("encoder.embedding.word_embedding.weight")
     if decoder is not None and word is not None and not torch.equal(decoder, word):
         raise CheckpointError("crammedBERT decoder.weight is not tied to the word embedding")
+    if word is None and decoder is not None:  # tied, saved once under the decoder's name (safetensors' save_model)
+        state["encoder.embedding.word_embedding.weight"] = decoder
     for key, tensor in state.items():
         if _SKIPPED.search(key):
             continue
