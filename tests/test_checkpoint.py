@@ -1,14 +1,16 @@
 """Bad checkpoints give one clear error naming the file; pickles load only as weights."""
 
+import json
 import pickle
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from transformers import AutoModel, AutoTokenizer
 
 import leanbert  # noqa: F401
 from leanbert import LeanBertConfig, LeanBertModel
-from leanbert.checkpoint import CheckpointError, load_state_dict
+from leanbert.checkpoint import CheckpointError, load_folder_weights, load_state_dict
 from leanbert.tokenizer import check_tokenizer_fits
 
 
@@ -84,3 +86,26 @@ def test_tokenizer_vocab_larger_than_model_is_refused(tokenizer_dir):
         check_tokenizer_fits(tokenizer, 100)
     assert "100" in str(err.value)
     check_tokenizer_fits(tokenizer, 30522)
+
+
+def test_sharded_folders_load_every_shard(tmp_path):
+    tensors = {"a": torch.ones(2), "b": torch.zeros(3), "c": torch.arange(4.0)}
+    save_file({"a": tensors["a"], "b": tensors["b"]}, str(tmp_path / "model-00001-of-00002.safetensors"))
+    save_file({"c": tensors["c"]}, str(tmp_path / "model-00002-of-00002.safetensors"))
+    weight_map = {"a": "model-00001-of-00002.safetensors", "b": "model-00001-of-00002.safetensors",
+                  "c": "model-00002-of-00002.safetensors"}
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    loaded = load_folder_weights(tmp_path)
+    assert loaded.keys() == tensors.keys() and all(torch.equal(loaded[k], v) for k, v in tensors.items())
+    (tmp_path / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="lists shard model-00002-of-00002.safetensors, which is missing"):
+        load_folder_weights(tmp_path)
+    index.write_text("[]")
+    with pytest.raises(CheckpointError, match="not a shard index"):
+        load_folder_weights(tmp_path)
+
+
+def test_single_file_folders_load_as_before(tmp_path):
+    save_file({"a": torch.ones(2)}, str(tmp_path / "model.safetensors"))
+    assert torch.equal(load_folder_weights(tmp_path)["a"], torch.ones(2))

@@ -16,6 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")  # sharded checkpoints
 
 
 class CheckpointError(ValueError):
@@ -41,6 +42,25 @@ def find_weights(folder: str | os.PathLike) -> Path:
     if sharded:
         return sharded[0]
     raise CheckpointError(f"{folder}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
+
+
+def load_folder_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint folder: one weights file, or the shards its index lists."""
+    folder = Path(folder)
+    for name in INDEX_FILES:
+        index = folder / name
+        if index.is_file():
+            try:
+                shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+            except (json.JSONDecodeError, KeyError, AttributeError, TypeError):
+                raise CheckpointError(f"{index}: not a shard index (needs a 'weight_map' of tensor -> file)") from None
+            state = {}
+            for shard in shards:
+                if not (folder / shard).is_file():
+                    raise CheckpointError(f"{index}: lists shard {shard}, which is missing")
+                state.update(load_state_dict(folder / shard))
+            return state
+    return load_state_dict(find_weights(folder))
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

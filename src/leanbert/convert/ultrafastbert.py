@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from leanbert.atomic_io import atomic_directory
-from leanbert.checkpoint import CheckpointError, find_weights, load_state_dict
+from leanbert.checkpoint import CheckpointError, load_folder_weights
 from leanbert.config import LeanBertConfig
 from leanbert.modeling.model import LeanBertForMaskedLM
 
@@ -142,7 +142,7 @@ def _local_folder(src: str | os.PathLike) -> Path:
 def load_ultrafastbert(src: str | os.PathLike) -> LeanBertForMaskedLM:
     folder = _local_folder(src)
     config = leanbert_config_from_crammed(_read_arch(folder))
-    state = crammed_state_dict_to_leanbert(load_state_dict(find_weights(folder)), config.num_attention_heads)
+    state = crammed_state_dict_to_leanbert(load_folder_weights(folder), config.num_attention_heads)
     model = LeanBertForMaskedLM(config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or missing:
