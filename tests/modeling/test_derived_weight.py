@@ -79,3 +79,35 @@ def test_inference_tensors_are_never_cached():
     cache = DerivedWeight()
     torch.testing.assert_close(transposed(cache, weight), weight.t())
     assert cache._entry is None
+
+
+def test_every_optimiser_step_drops_the_copies_of_its_weights():
+    """Fused AdamW (Trainer's default) writes in place without moving the version counter."""
+    stepped, frozen, cache, other = nn.Parameter(torch.ones(3, 4)), nn.Parameter(torch.ones(3, 4)), DerivedWeight(), DerivedWeight()
+    for fused in (True, False):
+        optimizer = torch.optim.AdamW([stepped], lr=0.5, fused=fused)
+        transposed(cache, stepped), transposed(other, frozen)
+        stepped.grad = torch.ones(3, 4)
+        optimizer.step()
+        torch.testing.assert_close(transposed(cache, stepped), stepped.detach().t())
+        assert other._entry is not None  # a weight the optimiser does not hold keeps its copy
+
+
+def test_train_and_eval_drop_copies_after_edits_through_data():
+    from leanbert import LeanBertConfig, LeanBertModel
+    from leanbert.modeling.packed_linear import PackedLinear
+
+    config = LeanBertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=64)
+    model = LeanBertModel(config).eval()
+    ids = torch.randint(0, 50, (2, 6))
+    with torch.no_grad():
+        model(ids)
+        for p in model.parameters():
+            p.data.mul_(0.5)  # `.data` has a version counter of its own: nothing else can see this
+        model.eval()
+        fast = model(ids).last_hidden_state
+        for module in model.modules():
+            if isinstance(module, PackedLinear):
+                module.use_packed = False
+        torch.testing.assert_close(fast, model(ids).last_hidden_state)

@@ -24,6 +24,7 @@ from transformers.utils import can_return_tuple
 
 from leanbert.checkpoint import check_checkpoint_folder
 from leanbert.config import LeanBertConfig
+from leanbert.modeling.derived_weight import clear_derived_weights
 from leanbert.modeling.embeddings import SinusoidalPositions
 from leanbert.modeling.encoder import LeanBertEncoder, LeanBertLayer
 from leanbert.modeling.heads import MaskedLMHead, Pooler, classifier_dropout, sequence_classification_loss
@@ -49,6 +50,12 @@ class LeanBertPreTrainedModel(PreTrainedModel):
         if isinstance(pretrained_model_name_or_path, (str, os.PathLike)) and os.path.isdir(pretrained_model_name_or_path):
             check_checkpoint_folder(pretrained_model_name_or_path)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
+    def train(self, mode: bool = True):
+        """As nn.Module's, and drops the fast paths' cached weight copies (`derived_weight`), so that
+        edits made through `.data` before (as LoRA merges do) are seen by the next forward."""
+        clear_derived_weights(self)
+        return super().train(mode)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
