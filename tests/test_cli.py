@@ -68,3 +68,11 @@ def test_commands_that_train_keep_freed_memory_unless_told_otherwise(argv, kept,
     monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(argv[0]) or "kept")
     assert main(argv) == 2  # each fails on its bad input, after the allocator was set up
     assert calls == ([argv[0]] if kept else [])
+
+
+def test_a_missing_bert_source_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["convert", "--from", "bert", str(tmp_path / "nope"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nope: cannot load its config (not a local folder" in err
+    assert not (tmp_path / "out").exists()

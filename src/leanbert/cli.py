@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import pickle
 import sys
 
 from leanbert.allocator import add_allocator_option, keep_freed_memory
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args.allocator = keep_freed_memory() if getattr(args, "keep_freed_memory", False) else "default"
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError, pickle.UnpicklingError) as err:  # bad input, missing files, refused pickles
         print(f"leanbert {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -8,6 +8,7 @@ from transformers import (
     AutoModelForSequenceClassification,
     BertConfig,
     BertForMaskedLM,
+    BertForPreTraining,
     BertForSequenceClassification,
     BertModel,
 )
@@ -64,6 +65,18 @@ def test_converted_checkpoint_reproduces_transformers(tmp_path, bert_class, auto
         expected, got = reference(**batch), ours(**batch)
     for field in fields:
         torch.testing.assert_close(got[field], expected[field], atol=1e-5, rtol=0)
+
+
+def test_pretraining_checkpoint_imports_as_masked_lm(tmp_path):
+    """BertForPreTraining (MLM + NSP, as Google's released checkpoints): the MLM part, without the NSP pooler."""
+    torch.manual_seed(0)
+    reference = BertForPreTraining(bert_config()).eval()
+    reference.save_pretrained(tmp_path / "bert")
+    convert_bert(tmp_path / "bert", tmp_path / "leanbert")
+    ours = AutoModelForMaskedLM.from_pretrained(tmp_path / "leanbert").eval()
+    assert type(ours) is LeanBertForMaskedLM
+    with torch.no_grad():
+        torch.testing.assert_close(ours(**inputs()).logits, reference(**inputs()).prediction_logits, atol=1e-5, rtol=0)
 
 
 def test_cli_convert_and_python_function_agree(tmp_path):

@@ -13,7 +13,7 @@ import re
 import torch
 from transformers import AutoConfig, BertConfig
 
-from leanbert.checkpoint import CheckpointError
+from leanbert.checkpoint import CheckpointError, check_checkpoint_folder
 from leanbert.config import LeanBertConfig
 from leanbert.modeling.model import (
     LeanBertForMaskedLM,
@@ -94,7 +94,14 @@ def convert_bert(src: str | os.PathLike, out: str | os.PathLike):
     """
     import transformers
 
-    bert_config = AutoConfig.from_pretrained(src)
+    local = os.path.isdir(src)
+    if local:
+        check_checkpoint_folder(src)
+    try:
+        bert_config = AutoConfig.from_pretrained(src)
+    except (OSError, ValueError) as err:
+        where = "a local folder" if local else "not a local folder, and the hub lookup failed"
+        raise CheckpointError(f"{src}: cannot load its config ({where}): {str(err).splitlines()[0]}") from None
     if bert_config.model_type != "bert":
         raise CheckpointError(f"{src}: model_type is {bert_config.model_type!r}, expected 'bert'")
     architecture = (bert_config.architectures or ["BertModel"])[0]
@@ -106,6 +113,8 @@ def convert_bert(src: str | os.PathLike, out: str | os.PathLike):
     state = bert_state_dict_to_leanbert(
         bert_model.state_dict(), bert_config.num_hidden_layers, task_model=target_class is not LeanBertModel
     )
+    if model.base_model.pooler is None:  # BertForPreTraining's pooler serves its NSP head, which is dropped
+        state = {k: v for k, v in state.items() if ".pooler." not in f".{k}"}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.endswith("pooler.dense.weight") and "pooler" not in k]:
         raise CheckpointError(f"{src}: weights do not map onto leanbert (missing {missing}, unexpected {unexpected})")

@@ -97,7 +97,12 @@ def load_teacher(name_or_path: str, mode: str, where: str):
 
     name_or_path = resolve_teacher(name_or_path, where)
 
-    architectures = AutoConfig.from_pretrained(name_or_path).architectures or []
+    try:
+        architectures = AutoConfig.from_pretrained(name_or_path).architectures or []
+    except (OSError, ValueError) as err:
+        kind = "a local folder" if Path(name_or_path).is_dir() else "not a local folder, and the hub lookup failed"
+        raise RecipeError(f"{where}: distill.teacher {name_or_path}: cannot load its config ({kind}): "
+                          f"{str(err).splitlines()[0]}") from None
     saved_with_mlm_head = any("MaskedLM" in name or "ForPreTraining" in name for name in architectures)
     if mode == "logits" or (mode == "auto" and saved_with_mlm_head):
         try:
