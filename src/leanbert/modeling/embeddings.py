@@ -46,7 +46,7 @@ class SinusoidalPositions(nn.Module):
         freq = torch.exp(torch.arange(0, hidden_size, 2, dtype=torch.float32) * (-math.log(10000.0) / hidden_size))
         table = torch.zeros(max_positions, hidden_size)  # (P, H)
         table[:, 0::2] = torch.sin(position * freq)
-        table[:, 1::2] = torch.cos(position * freq)
+        table[:, 1::2] = torch.cos(position * freq[: hidden_size // 2])  # an odd H has one sine more
         return table
 
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
@@ -59,6 +59,7 @@ class _TokenEmbeddings(nn.Module):
     def __init__(self, config: LeanBertConfig):
         super().__init__()
         self.position_type = config.position_embedding_type
+        self.max_positions = config.max_position_embeddings
         if self.position_type == "absolute":
             self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         else:
@@ -93,6 +94,9 @@ class _TokenEmbeddings(nn.Module):
         x = self.token(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, H)
         length = x.shape[1]
         if position_ids is None:
+            if length > self.max_positions:
+                raise ValueError(f"a sequence of {length} tokens is longer than the model's "
+                                 f"max_position_embeddings={self.max_positions}; truncate it")
             position_ids = torch.arange(length, device=x.device)
         x = x + self.position_embeddings(position_ids)
         if self.token_type_embeddings is not None:

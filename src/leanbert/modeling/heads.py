@@ -1,6 +1,6 @@
 """Task heads on top of the encoder: pooling, masked-LM, and the classification losses.
 
-    pooler "cls":  p = tanh(W h_[CLS] + b)                         (BERT)
+    pooler "cls":  p = tanh(W h_[CLS] + b)                         (BERT; [CLS] is the first real token)
     pooler "avg":  p = tanh(W mean_{valid i} h_i + b)              (crammedBERT's average-pool head)
     MLM:           logits = decode(LN(act(W h + b))) + bias         decode = the embedding's tied table,
                                                                  or D (V x H) when untied
@@ -29,8 +29,11 @@ class Pooler(nn.Module):
         self.average = config.pooler_type == "avg"
 
     def forward(self, hidden: torch.Tensor, padding_mask: torch.Tensor | None) -> torch.Tensor:
-        if not self.average:
+        if not self.average and padding_mask is None:
             pooled = hidden[:, 0]  # (B, H)
+        elif not self.average:  # the first real token, [CLS], also under left padding
+            first = padding_mask.to(torch.int8).argmax(dim=1)  # (B,)
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
         elif padding_mask is None:
             pooled = hidden.mean(dim=1)
         else:

@@ -100,6 +100,7 @@ class LeanBertModel(LeanBertPreTrainedModel):
         positions, zeros at padded ones (the default keeps BERT's values there, for exact parity)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        _refuse_attention_outputs(self.config, kwargs)
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
         padding_mask = _padding_mask(attention_mask)
@@ -108,6 +109,12 @@ class LeanBertModel(LeanBertPreTrainedModel):
         x, hidden_states = self.encoder(x, layout, output_hidden_states=bool(output_hidden_states))
         pooled = self.pooler(x, padding_mask) if self.pooler is not None else None
         return BaseModelOutputWithPooling(last_hidden_state=x, pooler_output=pooled, hidden_states=hidden_states)
+
+
+def _refuse_attention_outputs(config: LeanBertConfig, kwargs: dict) -> None:
+    if kwargs.get("output_attentions") or config.output_attentions:
+        raise ValueError("output_attentions is not supported: leanbert's attention runs fused kernels "
+                         "that never form the attention probabilities")
 
 
 def _padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -129,6 +136,19 @@ class LeanBertForMaskedLM(LeanBertPreTrainedModel):
         """The untied decoder (None when tied: the embedding decodes, see `MaskedLMHead`)."""
         return self.cls.decoder
 
+    def resize_token_embeddings(self, *args, **kwargs) -> nn.Module:
+        """As transformers', and the MLM head's per-token bias follows (new tokens start at 0)."""
+        embeddings = super().resize_token_embeddings(*args, **kwargs)
+        bias = self.cls.bias
+        vocab = embeddings.weight.shape[0]
+        if bias is not None and bias.shape[0] != vocab:
+            with torch.no_grad():
+                resized = bias.new_zeros(vocab)
+                kept = min(vocab, bias.shape[0])
+                resized[:kept] = bias[:kept]
+            self.cls.bias = nn.Parameter(resized, requires_grad=bias.requires_grad)
+        return embeddings
+
     @can_return_tuple
     def forward(
         self,
@@ -142,6 +162,7 @@ class LeanBertForMaskedLM(LeanBertPreTrainedModel):
         unpad: bool = False,
         **kwargs,
     ) -> MaskedLMOutput:
+        _refuse_attention_outputs(self.config, kwargs)
         out = self.leanbert(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
             output_hidden_states=output_hidden_states, unpad=unpad, return_dict=True,
@@ -183,6 +204,7 @@ class LeanBertForSequenceClassification(LeanBertPreTrainedModel):
         unpad: bool = False,
         **kwargs,
     ) -> SequenceClassifierOutput:
+        _refuse_attention_outputs(self.config, kwargs)
         out = self.leanbert(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
             output_hidden_states=output_hidden_states, unpad=unpad, return_dict=True,
@@ -214,6 +236,7 @@ class LeanBertForTokenClassification(LeanBertPreTrainedModel):
         unpad: bool = False,
         **kwargs,
     ) -> TokenClassifierOutput:
+        _refuse_attention_outputs(self.config, kwargs)
         out = self.leanbert(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
             output_hidden_states=output_hidden_states, unpad=unpad, return_dict=True,
