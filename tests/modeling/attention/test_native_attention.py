@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from leanbert import LeanBertModel
 from leanbert.config import LeanBertConfig
 from leanbert.modeling.attention import native
 from leanbert.modeling.attention.full import FullAttention
@@ -19,6 +22,18 @@ from leanbert.modeling.token_layout import TokenLayout
 def needs_native():
     if not native.available():
         pytest.skip("the compiled attention is unavailable here (no compiler, or no AVX-512)")
+
+
+@pytest.fixture
+def native_calls(monkeypatch) -> dict[str, int]:
+    """How many calls each compiled entry point served: a parity test means nothing if SDPA served both sides."""
+    calls = {"forward": 0, "forward_unpadded": 0}
+    for name in calls:
+        def counted(*args, name=name, kernel=getattr(native, name)):
+            calls[name] += 1
+            return kernel(*args)
+        monkeypatch.setattr(native, name, counted)
+    return calls
 
 
 def make_attention(heads: int, head_dim: int, seed: int = 0) -> FullAttention:
@@ -110,7 +125,7 @@ def test_unpadded_layers_never_build_the_grid(monkeypatch):
 
 
 @pytest.mark.parametrize("unpadded", [False, True])
-def test_layer_in_inference_matches_its_reference_path(unpadded):
+def test_layer_in_inference_matches_its_reference_path(unpadded, native_calls):
     needs_native()
     layer = make_attention(heads=4, head_dim=32, seed=3)
     mask = torch.ones(3, 37, dtype=torch.bool)
@@ -120,12 +135,69 @@ def test_layer_in_inference_matches_its_reference_path(unpadded):
     x = torch.randn(3, 37, 128)
     if unpadded:
         x = layout.unpad(x)
+    served = {"forward": int(not unpadded), "forward_unpadded": int(unpadded)}
     with torch.inference_mode():
         fast = layer(x, layout)
+        assert native_calls == served
         layer.use_native = False
         reference = layer(x, layout)
+    assert native_calls == served  # the reference call took SDPA
     real = slice(None) if unpadded else mask
     torch.testing.assert_close(fast[real], reference[real], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("unpad", [False, True])
+@pytest.mark.parametrize("head_dim", [32, 64])
+def test_model_in_inference_matches_its_reference_path(head_dim, unpad, native_calls):
+    """The whole encoder on a padded batch: every layer's attention on the compiled kernel, then on SDPA."""
+    needs_native()
+    torch.manual_seed(0)
+    config = LeanBertConfig(vocab_size=50, hidden_size=2 * head_dim, num_attention_heads=2, intermediate_size=64,
+                            num_hidden_layers=2, max_position_embeddings=64)
+    model = LeanBertModel(config).eval()
+    input_ids = torch.randint(50, (3, 23))
+    attention_mask = torch.ones(3, 23, dtype=torch.long)
+    attention_mask[1, 15:] = 0
+    attention_mask[2, 4:] = 0
+    attentions = [m for m in model.modules() if isinstance(m, FullAttention)]
+    assert len(attentions) == config.num_hidden_layers
+    served = {"forward": 0, "forward_unpadded": 0}
+    served["forward_unpadded" if unpad else "forward"] = config.num_hidden_layers
+    with torch.inference_mode():
+        fast = model(input_ids, attention_mask=attention_mask, unpad=unpad).last_hidden_state
+        assert native_calls == served
+        for attention in attentions:
+            attention.use_native = False
+        reference = model(input_ids, attention_mask=attention_mask, unpad=unpad).last_hidden_state
+    assert native_calls == served  # the reference run took SDPA
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("part", ["q", "k", "v"])
+def test_nan_and_inf_reach_the_outputs_sdpa_gives_them(part, value):
+    """A NaN or +inf score (from NaN or inf in q or k) makes its query row NaN, and NaN or inf in v reaches every
+    row that reads it: the kernel hides nothing SDPA shows. Sequence 1's poisoned token is padding, which SDPA still reads (it adds
+    the mask to the scores), so the padded layout propagates it and the unpadded one never sees it."""
+    needs_native()
+    heads, head_dim = 2, 32
+    hidden = heads * head_dim
+    layer = make_attention(heads, head_dim)
+    qkv = torch.randn(2, 37, 3 * hidden, generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(2, 37, dtype=torch.bool)
+    mask[1, 25:] = False
+    column = "qkv".index(part) * hidden
+    qkv[0, 5, column + head_dim + 3] = value  # sequence 0, a real token, head 1
+    qkv[1, 30, column + 7] = value  # sequence 1, a padded token, head 0
+    layout = TokenLayout(mask, unpadded=True)
+    with torch.inference_mode():
+        expected = layer.reference_context(qkv, mask)
+        got = native.forward(qkv, heads, mask)
+        expected_unpadded = layout.unpad(layer.reference_context(layout.pad(layout.unpad(qkv)), mask))
+        got_unpadded = native.forward_unpadded(layout.unpad(qkv), heads, layout.offsets)
+    assert not expected_unpadded.isfinite().all()  # the case is not vacuous
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5, equal_nan=True)
+    torch.testing.assert_close(got_unpadded, expected_unpadded, atol=1e-5, rtol=1e-5, equal_nan=True)
 
 
 def test_training_and_gradients_take_sdpa(monkeypatch):
@@ -163,6 +235,27 @@ def test_bad_inputs_are_refused():
         native.forward_unpadded(qkv, 1, torch.tensor([0, 3, 2, 5]))
     with pytest.raises(RuntimeError, match=r"qkv must be a contiguous float32 CPU tensor \(T, 3 C\)"):
         native.forward_unpadded(torch.randn(1, 5, 192), 1, torch.tensor([0, 5]))
+
+
+@pytest.mark.parametrize(("call", "shape"), [
+    ("native.forward(torch.randn(1, 3, 96), 1, None)", (1, 3, 32)),
+    ("native.forward_unpadded(torch.randn(3, 96), 1, torch.tensor([0, 3]))", (3, 32)),
+])
+def test_entry_points_load_the_library_first(call, shape):
+    """In a fresh process (the library built and cached by now), an entry point is the first thing called."""
+    needs_native()
+    script = f"import torch\nfrom leanbert.modeling.attention import native\nprint(tuple({call}.shape))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == str(shape)
+
+
+def test_entry_points_say_when_the_kernel_is_unavailable(monkeypatch):
+    monkeypatch.setattr(native, "available", lambda: False)
+    with pytest.raises(RuntimeError, match="compiled attention kernel is unavailable"):
+        native.forward(torch.randn(1, 3, 96), 1, None)
+    with pytest.raises(RuntimeError, match="compiled attention kernel is unavailable"):
+        native.forward_unpadded(torch.randn(3, 96), 1, torch.tensor([0, 3]))
 
 
 def test_turned_off_sdpa_serves(monkeypatch):

@@ -46,8 +46,10 @@ def backend() -> str:
 def forward(qkv: torch.Tensor, heads: int, key_mask: torch.Tensor | None) -> torch.Tensor:
     """qkv (B, L, 3H) float32; key_mask (B, L) bool, True = attend, or None -> (B, L, H).
 
-    A query with no key to attend to gets a zero context.
+    A query with no key to attend to gets a zero context; one with a NaN or +inf score (masked keys included)
+    a NaN context, as in SDPA.
     """
+    _load()
     mask = None if key_mask is None else key_mask.contiguous()
     return torch.ops.leanbert_attention.forward(qkv.contiguous(), heads, mask)
 
@@ -56,4 +58,14 @@ def forward_unpadded(qkv: torch.Tensor, heads: int, offsets: torch.Tensor) -> to
     """qkv (T, 3H) float32, the real tokens of S sequences, sequence s in rows offsets[s] .. offsets[s + 1]
     (offsets (S + 1,) int64 from 0 to T) -> (T, H): `forward` on the padded batch, at its real positions.
     """
+    _load()
     return torch.ops.leanbert_attention.forward_unpadded(qkv.contiguous(), heads, offsets.contiguous())
+
+
+def _load() -> None:
+    # the operators appear under torch.ops only once `available()` has loaded the library; without
+    # this, a first call would fail with torch.ops' AttributeError, which names no cause
+    if not available():
+        raise RuntimeError("leanbert's compiled attention kernel is unavailable here (LEANBERT_NATIVE=0, no "
+                           "compiler, a failed build, or no AVX-512); FullAttention.reference_context (SDPA) serves "
+                           "every case instead")

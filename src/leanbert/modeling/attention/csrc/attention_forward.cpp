@@ -14,7 +14,11 @@
 //   softmax  per row: mask (and the keys past L) to -inf and take the maximum in one pass, then
 //            a vector exp (Cephes' degree-6 polynomial, 2^n by scalef; below -87 an exact 0, never
 //            a denormal, which would cost a microcode assist per FMA in P V) and the row sum.
-//   context  the same 8 x 32 tile over P and V_h, scaled by 1 / row sum on the way out.
+//            The same pass flags a NaN or +inf score of any key j < L, masked ones included; such a
+//            row's context is NaN, as in SDPA (which adds its mask to the scores); the exp alone
+//            would map NaN to 0 and max_ps can drop it, hiding a NaN in Q or K.
+//   context  the same 8 x 32 tile over P and V_h, scaled by 1 / row sum on the way out (a NaN or
+//            inf in V reaches every row that reads it through the FMAs, as in SDPA).
 // Threads: PyTorch's intra-op pool (at::parallel_for) over the B x heads tasks.
 // Two layouts: `forward` takes the padded batch (B, L, 3 C) and a key mask; `forward_unpadded` takes
 // the real tokens only (T, 3 C) and where each sequence starts, so that an unpadded encoder never
@@ -112,10 +116,14 @@ inline void transpose16(const float* const* rows, float* out, int64_t ld) {
   }
 }
 
-// Keys j0 .. j0+15 that exist (j < L) and are kept by the mask (one bool byte per key, or none).
-inline __mmask16 kept_keys(int64_t j0, int64_t L, const bool* keep) {
+// Keys j0 .. j0+15 that exist (j < L).
+inline __mmask16 existing_keys(int64_t j0, int64_t L) {
   const int64_t n = std::min<int64_t>(std::max<int64_t>(L - j0, 0), 16);
-  const __mmask16 exists = static_cast<__mmask16>((1u << n) - 1u);
+  return static_cast<__mmask16>((1u << n) - 1u);
+}
+
+// Of those, the keys kept by the mask (one bool byte per key, or none).
+inline __mmask16 kept_keys(__mmask16 exists, int64_t j0, const bool* keep) {
   if (keep == nullptr) return exists;
   const __m128i bytes = _mm_maskz_loadu_epi8(exists, keep + j0);
   return _mm_test_epi8_mask(bytes, bytes);
@@ -143,15 +151,19 @@ void attend_head(const float* base, int64_t row, int64_t C, int64_t L, int64_t L
     for (int r = 0; r < kRows; ++r) {  // p = exp(s - max) over the kept keys, 0 elsewhere
       float* pr = p + r * Lp;
       __m512 row_max = _mm512_set1_ps(-INFINITY);
+      __mmask16 poisoned = 0;  // keys whose score is NaN or +inf (in SDPA, exp(inf - inf) = NaN)
       for (int64_t j = 0; j < Lp; j += 16) {
-        const __m512 s = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), kept_keys(j, L, keep), _mm512_loadu_ps(pr + j));
+        const __mmask16 exists = existing_keys(j, L);
+        const __m512 raw = _mm512_loadu_ps(pr + j);
+        poisoned |= _mm512_mask_cmp_ps_mask(exists, raw, _mm512_set1_ps(INFINITY), _CMP_NLT_UQ);
+        const __m512 s = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), kept_keys(exists, j, keep), raw);
         _mm512_storeu_ps(pr + j, s);
         row_max = _mm512_max_ps(row_max, s);
       }
       const float m = _mm512_reduce_max_ps(row_max);
-      if (m == -INFINITY) {  // no key to attend to: the context is zero
+      if (poisoned != 0 || m == -INFINITY) {  // context NaN if poisoned, else (no key to attend to) zero
         std::memset(pr, 0, Lp * sizeof(float));
-        inv_sum[r] = 0.0f;
+        inv_sum[r] = poisoned != 0 ? NAN : 0.0f;
         continue;
       }
       __m512 sum = _mm512_setzero_ps();
