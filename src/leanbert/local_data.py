@@ -1,6 +1,8 @@
 """Where the local data lives: --data-dir, else $LEANBERT_DATA, else ../shared/data when present.
 
-Returns None when there is none; callers then fall back to Hugging Face hub names.
+Returns None when there is none; callers then fall back to Hugging Face hub names. A folder the user
+names with --data-dir is meant to be used: callers pass `required=True`, and a missing part is an error
+rather than a silent fall back to the hub (a download, or an offline failure far from the cause).
 """
 
 from __future__ import annotations
@@ -27,8 +29,15 @@ def find_data_root(explicit: str | os.PathLike | None = None) -> Path | None:
     return None
 
 
-def default_tokenizer(data_root: Path | None) -> str:
-    """The local uncased BERT WordPiece tokenizer when present, else its hub name."""
-    if data_root is not None and (data_root / "tokenizers" / "bert-base-uncased").is_dir():
-        return str(data_root / "tokenizers" / "bert-base-uncased")
+def default_tokenizer(data_root: Path | None, required: bool = False) -> str:
+    """The local uncased BERT WordPiece tokenizer when present, else its hub name.
+
+    required: data_root came from --data-dir, so its missing tokenizer folder is a FileNotFoundError.
+    """
+    local = data_root / "tokenizers" / "bert-base-uncased" if data_root is not None else None
+    if local is not None and local.is_dir():
+        return str(local)
+    if required:
+        raise FileNotFoundError(f"--data-dir {data_root}: no tokenizers/bert-base-uncased folder "
+                                "(the default tokenizer); add it or set data.tokenizer")
     return "google-bert/bert-base-uncased"

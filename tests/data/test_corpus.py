@@ -238,3 +238,23 @@ def test_build_fails_when_every_document_is_too_short(tokenizer, tmp_path):
     path = write_corpus(tmp_path / "short.txt", [["one two"], ["three four"], ["five"]])
     with pytest.raises(DataError, match="no training blocks"):
         build_pretraining_dataset(path, tokenizer, 128, 0.0, seed=0, num_proc=1, cache_dir=tmp_path / "cache")
+
+
+def test_malformed_csv_row_is_a_data_error_naming_file_and_line(tmp_path):
+    path = tmp_path / "docs.csv"
+    path.write_text('id,text\n0,"first document"\n1,a,b,c\n2,"third document"\n')
+    with pytest.raises(DataError, match=r"docs\.csv: not readable as CSV: .*Expected 2 fields in line 3, saw 4$"):
+        load_corpus(path, cache_dir=tmp_path / "cache")
+
+
+def test_malformed_json_is_a_data_error_naming_file_and_line(tmp_path):
+    lines = tmp_path / "docs.json"  # JSON Lines under a .json name, as the datasets json reader allows
+    lines.write_text('{"text": "one"}\n{"text": broken\n{"text": "three"}\n')
+    with pytest.raises(DataError, match=r"docs\.json:2: not valid JSON"):
+        load_corpus(lines, cache_dir=tmp_path / "cache")
+    array = tmp_path / "array.json"
+    array.write_text('[{"text": "one"}, {"text": ]')
+    with pytest.raises(DataError, match=r"array\.json: not readable as JSON: "):
+        load_corpus(array, cache_dir=tmp_path / "cache")
+    array.write_text('[{"text": "one"}, {"text": "two"}]')
+    assert load_corpus(array, cache_dir=tmp_path / "cache2")["text"] == ["one", "two"]

@@ -218,3 +218,44 @@ def test_publish_directory_replaces_an_existing_folder_whole(tmp_path):
     publish_directory(staged, final)
     assert [p.name for p in final.iterdir()] == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-3"]
+
+
+def test_cli_rejects_a_mistyped_training_value_before_writing_anything(tmp_path, capsys):
+    from leanbert.cli import main
+
+    path = write_recipe(tmp_path)
+    for assignment, allowed in (("training.learning_rate=abc", "float"), ("training.max_steps=abc", "int"),
+                                ("training.seed=abc", "int")):
+        assert main(["pretrain", str(path), "--set", assignment]) == 2
+        key = assignment.split("=")[0]
+        assert capsys.readouterr().err == f"leanbert pretrain: error: {path}: '{key}'='abc'; allowed: {allowed}\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_explicit_data_dir_must_hold_what_the_recipe_leaves_to_it(tmp_path, capsys):
+    from leanbert.cli import main
+    from leanbert.train.pretrain import plan_run
+
+    empty = tmp_path / "empty_data"
+    empty.mkdir()
+    recipe = load_recipe(write_recipe(tmp_path, data={"corpus": None, "tokenizer": None}))
+    with pytest.raises(FileNotFoundError, match=r"--data-dir .*empty_data: no corpus/wikipedia_en_2015 or "
+                                                r"corpus/gutenberg_nltk folder \(the default corpus\)"):
+        plan_run(recipe, data_dir=str(empty))
+    recipe = load_recipe(write_recipe(tmp_path, data={"tokenizer": None}))  # the recipe names its corpus
+    with pytest.raises(FileNotFoundError, match=r"empty_data: no tokenizers/bert-base-uncased folder"):
+        plan_run(recipe, data_dir=str(empty))
+    assert main(["pretrain", str(write_recipe(tmp_path, data={"corpus": None})), "--data-dir", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("leanbert pretrain: error: --data-dir ") and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_without_data_dir_the_default_corpus_is_the_shared_one(tmp_path):
+    from leanbert.train.pretrain import plan_run
+
+    recipe = load_recipe(write_recipe(tmp_path, data={"corpus": None, "tokenizer": None}))
+    plan = plan_run(recipe)
+    if plan.data_root is None:
+        pytest.skip("no ../shared/data beside the checkout")
+    assert [Path(source).name for source in plan.corpus] == ["wikipedia_en_2015", "gutenberg_nltk"]

@@ -167,3 +167,55 @@ def test_default_corpus_is_local_when_present_else_hub(tmp_path):
     assert corpus_sources(recipe, tmp_path / "root") == [
         str(tmp_path / "root" / "corpus/wikipedia_en_2015"), str(tmp_path / "root" / "corpus/gutenberg_nltk")]
     assert corpus_sources(recipe, None) == ["wikimedia/wikipedia"]
+
+
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("training.max_steps=abc", "'training.max_steps'='abc'; allowed: int"),
+        ("training.seed=abc", "'training.seed'='abc'; allowed: int"),
+        ("training.learning_rate=abc", "'training.learning_rate'='abc'; allowed: float"),
+        ("training.max_steps=2.5", "'training.max_steps'=2.5; allowed: int"),
+        ("training.disable_tqdm=maybe", "'training.disable_tqdm'='maybe'; allowed: bool or None"),
+        ("training.lr_scheduler_type=5", "'training.lr_scheduler_type'=5; allowed: one of ['linear', "),
+    ],
+)
+def test_training_values_are_checked_against_training_arguments_types(tmp_path, assignment, message):
+    path = _write(tmp_path, _minimal())
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path, [assignment])
+    assert str(err.value).startswith(f"{path}: {message}")
+
+
+def test_training_values_of_the_right_type_pass(tmp_path):
+    path = _write(tmp_path, _minimal())
+    recipe = load_recipe(path, ["training.learning_rate=1", "training.lr_scheduler_type=cosine",
+                                "training.report_to=[none]", "training.save_total_limit=null",
+                                "training.include_num_input_tokens_seen=true"])
+    assert recipe.training["learning_rate"] == 1  # an int where a float is expected
+    assert recipe.training["lr_scheduler_type"] == "cosine"
+
+
+def test_training_value_error_from_the_file_names_its_line(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("source: t\nmodel: {preset: bert-tiny}\ntraining:\n  max_steps: 5\n  learning_rate: fast\n")
+    with pytest.raises(RecipeError, match=r"x\.yaml:5: 'training.learning_rate'='fast'; allowed: float$"):
+        load_recipe(path)
+    # a --set value has no line in the file
+    with pytest.raises(RecipeError, match=r"x\.yaml: 'training.learning_rate'='slow'"):
+        load_recipe(path, ["training.learning_rate=slow"])
+
+
+def test_duplicate_key_names_file_and_both_lines(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("source: t\nmodel: {preset: bert-tiny}\ntraining:\n  max_steps: 5\n  max_steps: 6\n")
+    with pytest.raises(RecipeError, match=r"x\.yaml:5: duplicate key 'training.max_steps' \(first on line 4\)"):
+        load_recipe(path)
+    path.write_text("source: t\nsource: u\nmodel: {preset: bert-tiny}\n")
+    with pytest.raises(RecipeError, match=r"x\.yaml:2: duplicate key 'source' \(first on line 1\)"):
+        load_recipe(path)
+    # the same name in two sections, or a key overriding a YAML merge, is not a duplicate
+    path.write_text("source: t\nmodel: {preset: bert-tiny}\ndata: {cache_dir: a}\n"
+                    "training: &base {seed: 1}\ndistill: {<<: *base, cache_dir: b, teacher: x}\n")
+    with pytest.raises(RecipeError, match="unknown key 'distill.seed'"):
+        load_recipe(path, kind="distill")

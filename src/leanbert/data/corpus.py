@@ -38,8 +38,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from datasets import Dataset, DatasetDict, Features, Sequence, Value, load_dataset
 from datasets.exceptions import DatasetGenerationError
+from datasets.utils import logging as datasets_logging
 from transformers import PreTrainedTokenizerBase
 
 from leanbert.data.records import DataError, iter_jsonl, require_text
@@ -150,6 +152,30 @@ def _check_row_texts(documents: Dataset, text_column: str, where: str) -> None:
                 raise DataError(f"{where}: row {row}: empty '{text_column}'")
 
 
+def _is_json_lines(path: Path) -> bool:
+    """Whether the `datasets` json builder reads this .json file as JSON Lines: it does unless it starts with '['."""
+    with path.open("rb") as source:
+        return not source.read(4).removeprefix(b"\xef\xbb\xbf").startswith(b"[")
+
+
+def _load_data_file(builder: str, path: Path, cache_dir: str | None) -> Dataset:
+    """``load_dataset`` on one local file; a file the reader rejects raises DataError naming it.
+
+    The reader's message is kept because it holds the place when there is one, e.g. pandas' "Expected
+    2 fields in line 23, saw 4" (a record number counting the header, not always the file's line).
+    """
+    # the readers also log their failure ("Failed to read file ..."); the DataError says it once
+    verbosity = datasets_logging.get_verbosity()
+    datasets_logging.set_verbosity(datasets_logging.CRITICAL)
+    try:
+        return load_dataset(builder, data_files=str(path), split="train", cache_dir=cache_dir)
+    except (DatasetGenerationError, pa.ArrowInvalid) as error:  # ArrowInvalid: a file that is not Parquet
+        reason = " ".join(str(error.__cause__ or error).split())
+        raise DataError(f"{path}: not readable as {builder.upper()}: {reason}") from None
+    finally:
+        datasets_logging.set_verbosity(verbosity)
+
+
 def _as_documents(documents: Dataset, text_column: str) -> Dataset:
     """Keep only the text column, named ``text``."""
     documents = documents.select_columns([text_column])
@@ -173,7 +199,8 @@ def load_corpus(
     column; or a ``datasets`` hub name (with ``config_name`` and ``split``).
 
     Raises :class:`DataError` for a missing file, an empty file, an empty text
-    (naming file and line, or row) or a missing text column.
+    (naming file and line, or row), a missing text column or a file its reader
+    rejects (a malformed CSV row, a JSON line that does not parse).
     """
     cache_dir = str(cache_dir) if cache_dir is not None else None
     path = Path(source).expanduser()
@@ -191,9 +218,9 @@ def load_corpus(
         if builder is None:
             known = ", ".join((*TEXT_LAYOUT_SUFFIXES, *DATA_FILE_BUILDERS))
             raise DataError(f"{path}: unknown corpus file type '{path.suffix}' (known: {known})")
-        if path.suffix == ".jsonl":
+        if path.suffix == ".jsonl" or (path.suffix == ".json" and _is_json_lines(path)):
             _check_jsonl_texts(path, text_column)
-        documents = load_dataset(builder, data_files=str(path), split="train", cache_dir=cache_dir)
+        documents = _load_data_file(builder, path, cache_dir)
         _check_row_texts(documents, text_column, str(path))
         return _as_documents(documents, text_column)
 

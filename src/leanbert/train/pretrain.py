@@ -2,7 +2,8 @@
 
 What runs, in order:
 
-1. checks, with no side effect: the recipe (keys, model config, TrainingArguments), the tokenizer
+1. checks, with no side effect: the recipe (keys, value types, model config, TrainingArguments), an
+   explicit `--data-dir` (it must hold the corpus and tokenizer the recipe leaves to it), the tokenizer
    against the model (`check_tokenizer_fits`, block_size <= max_position_embeddings), the output
    folder (an existing run needs `--resume`; `--resume` needs a checkpoint);
 2. the corpus -> packed blocks (`leanbert.data.corpus`, cached by `datasets`; rank 0 first under DDP);
@@ -78,6 +79,7 @@ class RunPlan:
     output_dir: Path
     resume_from: str | None
     data_root: Path | None
+    corpus: list[str]  # the corpus sources to load (`corpus_sources`)
 
 
 def plan_run(recipe: Recipe, *, data_dir: str | None = None, output_dir: str | None = None,
@@ -86,8 +88,10 @@ def plan_run(recipe: Recipe, *, data_dir: str | None = None, output_dir: str | N
     from leanbert.tokenizer import check_tokenizer_fits, load_tokenizer
 
     data_root = find_data_root(data_dir)
+    # a --data-dir the user names must hold what the recipe leaves to it: no silent hub fallback
+    corpus = corpus_sources(recipe, data_root, required=bool(data_dir))
     config = build_model_config(recipe)
-    tokenizer_name = recipe.data.tokenizer or default_tokenizer(data_root)
+    tokenizer_name = recipe.data.tokenizer or default_tokenizer(data_root, required=bool(data_dir))
     tokenizer = load_tokenizer(tokenizer_name)
     try:
         check_tokenizer_fits(tokenizer, config.vocab_size)
@@ -106,7 +110,7 @@ def plan_run(recipe: Recipe, *, data_dir: str | None = None, output_dir: str | N
     out = Path(output_dir or recipe.output_dir)
     resume_from = _checkpoint_to_resume(out, resume)
     args = training_arguments(recipe, out)
-    return RunPlan(recipe, config, tokenizer, args, out, resume_from, data_root)
+    return RunPlan(recipe, config, tokenizer, args, out, resume_from, data_root, corpus)
 
 
 def _checkpoint_to_resume(output_dir: Path, resume: bool) -> str | None:
@@ -154,7 +158,7 @@ def load_blocks(plan: RunPlan):
     from leanbert.data.records import DataError
 
     data = plan.recipe.data
-    sources = corpus_sources(plan.recipe, plan.data_root)
+    sources = plan.corpus
     with plan.args.main_process_first(desc="building pretraining blocks"):
         documents = concatenate_datasets([
             load_corpus(source, text_column=data.text_column, config_name=corpus_config_name(plan.recipe),

@@ -12,7 +12,10 @@ A recipe has these top-level keys:
 `--set a.b.c=value` overrides a nested key with a YAML-typed value before validation. Every key at
 every level is checked against what the code accepts: an unknown one fails with the file, the dotted
 key and the closest valid name ("recipes/x.yaml: unknown key 'training.lerning_rate'; did you mean
-'learning_rate'?"). Values are checked where their owner checks them (LeanBertConfig,
+'learning_rate'?"). A key given twice in one mapping fails with both lines, since YAML would keep the
+last one silently. Each value of `data:`, `distill:` and `training:` is checked against the type of its
+field (`training:` against the `TrainingArguments` annotations), naming file:line when the value came
+from the file. Value ranges are checked where their owner checks them (LeanBertConfig,
 TrainingArguments); those errors are re-raised with the file name in front.
 
 Cost: parsing and validation are O(recipe size); no model, tokenizer or data is touched here.
@@ -25,11 +28,14 @@ import dataclasses
 import difflib
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from leanbert.train.field_types import describe, fits
 
 
 class RecipeError(ValueError):
@@ -155,6 +161,7 @@ class Recipe:
     training: dict
     distill: DistillSection | None = None
     tree: dict = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)  # dotted key -> its line in the file
 
 
 def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), kind: str = "pretrain") -> Recipe:
@@ -163,7 +170,7 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file")
     try:
-        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=RecipeLoader)
+        tree, lines = _read_yaml(path)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -175,7 +182,43 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
     tree = copy.deepcopy(tree)
     for assignment in overrides:
         apply_override(tree, assignment, path)
-    return validate_recipe(tree, path, kind)
+        # the value now comes from the command line: its old line in the file would mislead
+        key = assignment.split("=", 1)[0].strip()
+        lines = {k: n for k, n in lines.items() if k != key and not k.startswith(f"{key}.")}
+    return validate_recipe(tree, path, kind, lines)
+
+
+def _read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
+    """The recipe file's YAML and the line of every mapping key (`{"training.max_steps": 12}`).
+
+    Raises RecipeError for a key given twice in one mapping, which plain YAML loading accepts silently
+    (the last one wins).
+    """
+    loader = RecipeLoader(path.read_text(encoding="utf-8"))
+    try:
+        node = loader.get_single_node()
+        lines = _key_lines(node, path, "", set())
+        return (loader.construct_document(node) if node is not None else None), lines
+    finally:
+        loader.dispose()
+
+
+def _key_lines(node: yaml.Node | None, path: Path, prefix: str, visited: set[int]) -> dict[str, int]:
+    """Lines of the scalar keys under `node`, by dotted key; an alias is walked once (`visited`)."""
+    if not isinstance(node, yaml.MappingNode) or id(node) in visited:
+        return {}
+    visited.add(id(node))
+    lines: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key, line = prefix + key_node.value, key_node.start_mark.line + 1
+        if key in lines:
+            raise RecipeError(f"{path}:{line}: duplicate key '{key}' (first on line {lines[key]}); "
+                              "give each key once")
+        lines[key] = line
+        lines.update(_key_lines(value_node, path, f"{key}.", visited))
+    return lines
 
 
 def apply_override(tree: dict, assignment: str, where: str | os.PathLike) -> None:
@@ -194,11 +237,17 @@ def apply_override(tree: dict, assignment: str, where: str | os.PathLike) -> Non
         if not isinstance(child, dict):
             raise RecipeError(f"{where}: --set {key}: '{'.'.join(parts[: i + 1])}' is a value, not a section")
         node = child
-    node[parts[-1]] = parse_value(text)
+    try:
+        node[parts[-1]] = parse_value(text)
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{where}: --set {key}: value is not valid YAML ({getattr(err, 'problem', err)})") from None
 
 
-def validate_recipe(tree: dict, path: str | os.PathLike, kind: str = "pretrain") -> Recipe:
+def validate_recipe(tree: dict, path: str | os.PathLike, kind: str = "pretrain",
+                    lines: dict[str, int] | None = None) -> Recipe:
+    """Check a recipe tree; `lines` (dotted key -> line in the file) puts file:line in value errors."""
     path = Path(path)
+    lines = lines or {}
     allowed_top = TOP_LEVEL_KEYS | ({"distill"} if kind == "distill" else set())
     _check_keys(tree, allowed_top, "", path)
 
@@ -220,18 +269,21 @@ def validate_recipe(tree: dict, path: str | os.PathLike, kind: str = "pretrain")
     _check_keys(config_fields, leanbert_config_fields(), f"model.{config_key}.", path)
     model = {**model, config_key: config_fields}
 
-    data = _dataclass_section(tree, "data", DataSection, path)
+    data = _dataclass_section(tree, "data", DataSection, path, lines)
     training = _section(tree, "training", path)
-    _check_keys(training, training_argument_fields(), "training.", path)
+    training_types = training_argument_types()
+    _check_keys(training, set(training_types), "training.", path)
     for key, reason in TRAINING_KEYS_SET_BY_LEANBERT.items():
         if key in training:
             raise RecipeError(f"{path}: 'training.{key}' is set by leanbert ({reason})")
+    for key, value in training.items():
+        _check_type(_where(path, lines, f"training.{key}"), f"training.{key}", value, training_types[key])
 
     distill = None
     if kind == "distill":
         if "distill" not in tree:
             raise RecipeError(f"{path}: a distillation recipe needs a 'distill' section with a 'teacher'")
-        distill = _dataclass_section(tree, "distill", DistillSection, path)
+        distill = _dataclass_section(tree, "distill", DistillSection, path, lines)
         if not distill.teacher:
             raise RecipeError(f"{path}: 'distill.teacher' is required (an HF hub name or a local folder)")
         _require_choice(path, "distill.mode", distill.mode, ("auto", "logits", "hidden"))
@@ -243,7 +295,7 @@ def validate_recipe(tree: dict, path: str | os.PathLike, kind: str = "pretrain")
             raise RecipeError(f"{path}: 'distill.cache_top_k'={distill.cache_top_k}; allowed: >= 0 (0: all logits)")
     _check_data_values(data, path)
     return Recipe(path=path, kind=kind, source=source.strip(), output_dir=str(output_dir), model=model,
-                  data=data, training=dict(training), distill=distill, tree=tree)
+                  data=data, training=dict(training), distill=distill, tree=tree, lines=lines)
 
 
 def leanbert_config_fields() -> set[str]:
@@ -253,9 +305,15 @@ def leanbert_config_fields() -> set[str]:
 
 
 def training_argument_fields() -> set[str]:
+    return set(training_argument_types())
+
+
+def training_argument_types() -> dict[str, Any]:
+    """`TrainingArguments` field -> its resolved annotation (e.g. `int`, `str | None`, `SchedulerType | str`)."""
     from transformers import TrainingArguments
 
-    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    hints = typing.get_type_hints(TrainingArguments)
+    return {f.name: hints[f.name] for f in dataclasses.fields(TrainingArguments) if f.init}
 
 
 def _section(tree: dict, name: str, path: Path) -> dict:
@@ -267,14 +325,21 @@ def _section(tree: dict, name: str, path: Path) -> dict:
     return section
 
 
-def _dataclass_section(tree: dict, name: str, cls, path: Path):
+def _dataclass_section(tree: dict, name: str, cls, path: Path, lines: dict[str, int]):
     section = _section(tree, name, path)
     names = {f.name for f in dataclasses.fields(cls)}
     _check_keys(section, names, f"{name}.", path)
     instance = cls(**section)
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        _check_type(path, f"{name}.{f.name}", getattr(instance, f.name), f.type)
+        key = f"{name}.{f.name}"
+        _check_type(_where(path, lines, key), key, getattr(instance, f.name), hints[f.name])
     return instance
+
+
+def _where(path: Path, lines: dict[str, int], key: str) -> str:
+    """`path:line` of a key read from the file, else `path` (a default or a --set value)."""
+    return f"{path}:{lines[key]}" if key in lines else str(path)
 
 
 def _check_keys(mapping: dict, allowed: set[str], prefix: str, path: Path) -> None:
@@ -285,21 +350,10 @@ def _check_keys(mapping: dict, allowed: set[str], prefix: str, path: Path) -> No
             raise RecipeError(f"{path}: unknown key '{prefix}{key}'{hint}")
 
 
-_TYPE_CHECKS = {
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "bool": lambda v: isinstance(v, bool),
-    "str": lambda v: isinstance(v, str),
-    "None": lambda v: v is None,
-    "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-}
-
-
-def _check_type(path: Path, key: str, value: Any, annotation: str) -> None:
-    """Check a value against a simple annotation string like 'int | None' (the sections use only these)."""
-    options = [part.strip() for part in str(annotation).split("|")]
-    if not any(_TYPE_CHECKS[option](value) for option in options):
-        raise RecipeError(f"{path}: '{key}'={value!r}; allowed: {' or '.join(options)}")
+def _check_type(where: str, key: str, value: Any, annotation: Any) -> None:
+    """Raise RecipeError unless `value` fits the field type `annotation` (see `field_types.fits`)."""
+    if not fits(value, annotation):
+        raise RecipeError(f"{where}: '{key}'={value!r}; allowed: {describe(annotation)}")
 
 
 def _require_choice(path: Path, key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -335,14 +389,22 @@ def build_model_config(recipe: Recipe):
         raise RecipeError(f"{recipe.path}: model: {err}") from None
 
 
-def corpus_sources(recipe: Recipe, data_root: Path | None) -> list[str]:
-    """The corpus entries to load: the recipe's, else the local default, else the hub default."""
+def corpus_sources(recipe: Recipe, data_root: Path | None, required: bool = False) -> list[str]:
+    """The corpus entries to load: the recipe's, else the local default, else the hub default.
+
+    required: data_root came from --data-dir, so a missing local corpus folder is a FileNotFoundError
+    instead of the hub default (a Wikipedia download).
+    """
     corpus = recipe.data.corpus
     if corpus is None:
         if data_root is not None:
             local = [data_root / folder for folder in LOCAL_CORPUS_FOLDERS]
-            if all(folder.is_dir() for folder in local):
+            missing = [folder for folder in LOCAL_CORPUS_FOLDERS if not (data_root / folder).is_dir()]
+            if not missing:
                 return [str(folder) for folder in local]
+            if required:
+                raise FileNotFoundError(f"--data-dir {data_root}: no {' or '.join(missing)} folder "
+                                        "(the default corpus); add it or set data.corpus")
         return [DEFAULT_HUB_CORPUS[0]]
     return [corpus] if isinstance(corpus, str) else list(corpus)
 
