@@ -85,6 +85,22 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
+def load_config(name_or_path: str | os.PathLike, label: str = ""):
+    """`AutoConfig.from_pretrained`, with a local folder checked first (`check_checkpoint_folder`) and
+    any failure one CheckpointError: "{label}{name}: cannot load its config (where it looked): why"."""
+    from transformers import AutoConfig
+
+    name = str(name_or_path)
+    local = os.path.isdir(name)
+    if local:
+        check_checkpoint_folder(name)
+    try:
+        return AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        where = "a local folder" if local else "not a local folder, and the hub lookup failed"
+        raise CheckpointError(f"{label}{name}: cannot load its config ({where}): {str(err).splitlines()[0]}") from None
+
+
 def check_checkpoint_folder(folder: str | os.PathLike) -> None:
     """Fail early, naming the file, when a local folder lacks a usable config or weights."""
     read_config(folder)

@@ -11,9 +11,9 @@ import os
 import re
 
 import torch
-from transformers import AutoConfig, BertConfig
+from transformers import BertConfig
 
-from leanbert.checkpoint import CheckpointError, check_checkpoint_folder
+from leanbert.checkpoint import CheckpointError, load_config
 from leanbert.config import LeanBertConfig
 from leanbert.modeling.model import (
     LeanBertForMaskedLM,
@@ -94,14 +94,7 @@ def convert_bert(src: str | os.PathLike, out: str | os.PathLike):
     """
     import transformers
 
-    local = os.path.isdir(src)
-    if local:
-        check_checkpoint_folder(src)
-    try:
-        bert_config = AutoConfig.from_pretrained(src)
-    except (OSError, ValueError) as err:
-        where = "a local folder" if local else "not a local folder, and the hub lookup failed"
-        raise CheckpointError(f"{src}: cannot load its config ({where}): {str(err).splitlines()[0]}") from None
+    bert_config = load_config(src)
     if bert_config.model_type != "bert":
         raise CheckpointError(f"{src}: model_type is {bert_config.model_type!r}, expected 'bert'")
     architecture = (bert_config.architectures or ["BertModel"])[0]

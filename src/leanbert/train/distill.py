@@ -40,6 +40,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import set_seed
 
+from leanbert.checkpoint import CheckpointError, load_config
 from leanbert.modeling.model import LeanBertForMaskedLM
 from leanbert.train.pretrain import PretrainTrainer, execute, load_blocks, make_trainer, plan_run
 from leanbert.train.recipe import DistillSection, Recipe, RecipeError
@@ -93,16 +94,14 @@ def resolve_teacher(spec: str, where: str) -> str:
 
 def load_teacher(name_or_path: str, mode: str, where: str):
     """(teacher model in eval mode with frozen weights, resolved mode "logits" | "hidden")."""
-    from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
+    from transformers import AutoModel, AutoModelForMaskedLM
 
     name_or_path = resolve_teacher(name_or_path, where)
 
     try:
-        architectures = AutoConfig.from_pretrained(name_or_path).architectures or []
-    except (OSError, ValueError) as err:
-        kind = "a local folder" if Path(name_or_path).is_dir() else "not a local folder, and the hub lookup failed"
-        raise RecipeError(f"{where}: distill.teacher {name_or_path}: cannot load its config ({kind}): "
-                          f"{str(err).splitlines()[0]}") from None
+        architectures = load_config(name_or_path).architectures or []
+    except CheckpointError as err:
+        raise RecipeError(f"{where}: distill.teacher {err}") from None
     saved_with_mlm_head = any("MaskedLM" in name or "ForPreTraining" in name for name in architectures)
     if mode == "logits" or (mode == "auto" and saved_with_mlm_head):
         try:

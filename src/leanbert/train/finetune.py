@@ -38,7 +38,7 @@ from transformers import (
 )
 
 from leanbert.atomic_io import atomic_directory, atomic_write_json, atomic_write_text
-from leanbert.checkpoint import check_checkpoint_folder
+from leanbert.checkpoint import load_config
 from leanbert.data.glue import GlueTask, get_task, load_glue_task, tokenize_glue
 from leanbert.data.glue_metrics import MAIN_SCORE_KEY, make_compute_metrics
 from leanbert.data.records import DataError
@@ -125,14 +125,7 @@ def load_model_source(model: str | os.PathLike, tokenizer: str | os.PathLike | N
     file or field.
     """
     name = str(model)
-    local = Path(name).is_dir()
-    if local:
-        check_checkpoint_folder(name)
-    try:
-        config = AutoConfig.from_pretrained(name)
-    except (OSError, ValueError) as err:
-        where = "local folder" if local else "not a local folder, and the hub lookup failed"
-        raise ValueError(f"--model {name}: cannot load its config ({where}): {str(err).splitlines()[0]}") from None
+    config = load_config(name, label="--model ")
     tokenizer_name = str(tokenizer) if tokenizer is not None else name
     try:
         loaded_tokenizer = load_tokenizer(tokenizer_name)

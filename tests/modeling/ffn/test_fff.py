@@ -185,12 +185,17 @@ def test_one_and_zero_tokens(impl, lead):
     assert_same(layer, torch.randn(*lead, 16), impl)
 
 
-def test_kernel_sees_weight_updates():
-    """The kernel reads a cached transpose of linear_out.weight; in-place updates must reach it."""
+def kernel_layer(trees: int) -> FastFeedForward:
     if "kernel" not in FAST_IMPLS:
         pytest.skip("numba is not available")
-    layer = make_layer(8, depth=3, trees=1, seed=2)
+    layer = make_layer(8, depth=3, trees=trees, seed=2)
     layer.impl = "kernel"
+    return layer
+
+
+def test_kernel_sees_weight_updates():
+    """The kernel reads a cached transpose of linear_out.weight; in-place updates must reach it."""
+    layer = kernel_layer(trees=1)
     x = torch.randn(5, 8)
     with torch.inference_mode():  # the cache is first built under inference mode...
         layer(x)
@@ -205,10 +210,7 @@ def test_kernel_sees_weight_updates():
 
 def test_kernel_sees_new_storage_and_copies():
     """`.data` assignment (Module.half(), vector_to_parameters) and deepcopy'd layers (EMA, teachers)."""
-    if "kernel" not in FAST_IMPLS:
-        pytest.skip("numba is not available")
-    layer = make_layer(8, depth=3, trees=2, seed=2)
-    layer.impl = "kernel"
+    layer = kernel_layer(trees=2)
     x = torch.randn(5, 8)
     with torch.no_grad():
         layer(x)
