@@ -60,3 +60,11 @@ def test_cls_pooling_reads_the_first_real_token_whatever_the_padding_side():
         for unpad in (False, True):
             got = model(left, attention_mask=mask_left, position_ids=position_left, unpad=unpad).pooler_output
             torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_an_additive_mask_is_refused_not_inverted():
+    ids = torch.randint(1, 100, (1, 4))
+    with pytest.raises(ValueError, match="negative values"):
+        LeanBertModel(tiny())(ids, attention_mask=torch.tensor([[0.0, 0.0, -10000.0, -10000.0]]))
+    with torch.no_grad():  # a float 0/1 mask is fine
+        LeanBertModel(tiny())(ids, attention_mask=torch.tensor([[1.0, 1.0, 0.0, 0.0]]))
