@@ -79,11 +79,31 @@ def test_changed_file_is_reloaded_not_served_from_cache(tmp_path):
     assert load_corpus(path, cache_dir=tmp_path / "cache")["text"] == ["second version, a different length"]
 
 
-def test_empty_corpus_file_is_an_error_naming_it(tmp_path):
-    path = tmp_path / "empty.txt"
-    path.write_text("\n\n   \n")
-    with pytest.raises(DataError, match=r"empty\.txt: empty corpus file"):
+BAD_FILES = [  # (file name, contents, the DataError it gives)
+    ("empty.txt", b"\n\n   \n", r"empty\.txt: empty corpus file"),
+    ("latin1.txt", "fine line\n\nna\xefve line\n".encode("latin-1"), r"latin1\.txt:3: not valid UTF-8"),
+    ("docs.jsonl", b'{"text": "one"}\n{"text": "two"}\n{"text": "   "}\n', r"docs\.jsonl:3: empty 'text'"),
+    ("docs.jsonl", b'{"text": "one"}\n{"text": "two"\n', r"docs\.jsonl:2: not valid JSON"),
+    ("docs.csv", b'id,text\n0,"first document"\n1,a,b,c\n2,"third document"\n',
+     r"docs\.csv: not readable as CSV: .*Expected 2 fields in line 3, saw 4$"),
+    # JSON Lines under a .json name, as the datasets json reader allows
+    ("docs.json", b'{"text": "one"}\n{"text": broken\n{"text": "three"}\n', r"docs\.json:2: not valid JSON"),
+    ("array.json", b'[{"text": "one"}, {"text": ]', r"array\.json: not readable as JSON: "),
+]
+
+
+@pytest.mark.parametrize("name, contents, message", BAD_FILES, ids=[f"{i}-{name}" for i, (name, _, _) in enumerate(BAD_FILES)])
+def test_bad_corpus_file_is_an_error_naming_it(tmp_path, name, contents, message):
+    path = tmp_path / name
+    path.write_bytes(contents)
+    with pytest.raises(DataError, match=message):
         load_corpus(path, cache_dir=tmp_path / "cache")
+
+
+def test_json_array_corpus(tmp_path):
+    array = tmp_path / "array.json"
+    array.write_text('[{"text": "one"}, {"text": "two"}]')
+    assert load_corpus(array, cache_dir=tmp_path / "cache")["text"] == ["one", "two"]
 
 
 def test_folder_without_text_files_is_an_error(tmp_path):
@@ -96,33 +116,12 @@ def test_missing_local_path_is_an_error_not_a_hub_lookup(tmp_path):
         load_corpus(str(tmp_path / "missing.txt"))
 
 
-def test_invalid_utf8_names_file_and_line(tmp_path):
-    path = tmp_path / "latin1.txt"
-    path.write_bytes("fine line\n\nna\xefve line\n".encode("latin-1"))
-    with pytest.raises(DataError, match=r"latin1\.txt:3: not valid UTF-8"):
-        load_corpus(path, cache_dir=tmp_path / "cache")
-
-
 def test_jsonl_with_custom_text_column(tmp_path):
     path = tmp_path / "docs.jsonl"
     path.write_text("\n".join(json.dumps({"body": f"document number {i}", "id": i}) for i in range(4)) + "\n")
     loaded = load_corpus(path, text_column="body", cache_dir=tmp_path / "cache")
     assert loaded.column_names == ["text"]
     assert loaded["text"] == [f"document number {i}" for i in range(4)]
-
-
-def test_jsonl_empty_text_names_file_and_line(tmp_path):
-    path = tmp_path / "docs.jsonl"
-    path.write_text('{"text": "one"}\n{"text": "two"}\n{"text": "   "}\n')
-    with pytest.raises(DataError, match=r"docs\.jsonl:3: empty 'text'"):
-        load_corpus(path, cache_dir=tmp_path / "cache")
-
-
-def test_jsonl_malformed_line_names_file_and_line(tmp_path):
-    path = tmp_path / "docs.jsonl"
-    path.write_text('{"text": "one"}\n{"text": "two"\n')
-    with pytest.raises(DataError, match=r"docs\.jsonl:2: not valid JSON"):
-        load_corpus(path, cache_dir=tmp_path / "cache")
 
 
 def test_csv_missing_column_and_empty_row(tmp_path):
@@ -238,23 +237,3 @@ def test_build_fails_when_every_document_is_too_short(tokenizer, tmp_path):
     path = write_corpus(tmp_path / "short.txt", [["one two"], ["three four"], ["five"]])
     with pytest.raises(DataError, match="no training blocks"):
         build_pretraining_dataset(path, tokenizer, 128, 0.0, seed=0, num_proc=1, cache_dir=tmp_path / "cache")
-
-
-def test_malformed_csv_row_is_a_data_error_naming_file_and_line(tmp_path):
-    path = tmp_path / "docs.csv"
-    path.write_text('id,text\n0,"first document"\n1,a,b,c\n2,"third document"\n')
-    with pytest.raises(DataError, match=r"docs\.csv: not readable as CSV: .*Expected 2 fields in line 3, saw 4$"):
-        load_corpus(path, cache_dir=tmp_path / "cache")
-
-
-def test_malformed_json_is_a_data_error_naming_file_and_line(tmp_path):
-    lines = tmp_path / "docs.json"  # JSON Lines under a .json name, as the datasets json reader allows
-    lines.write_text('{"text": "one"}\n{"text": broken\n{"text": "three"}\n')
-    with pytest.raises(DataError, match=r"docs\.json:2: not valid JSON"):
-        load_corpus(lines, cache_dir=tmp_path / "cache")
-    array = tmp_path / "array.json"
-    array.write_text('[{"text": "one"}, {"text": ]')
-    with pytest.raises(DataError, match=r"array\.json: not readable as JSON: "):
-        load_corpus(array, cache_dir=tmp_path / "cache")
-    array.write_text('[{"text": "one"}, {"text": "two"}]')
-    assert load_corpus(array, cache_dir=tmp_path / "cache2")["text"] == ["one", "two"]

@@ -30,6 +30,11 @@ def _packed_path_available() -> bool:
 _AVAILABLE = _packed_path_available()
 
 
+def _prepack(weight: torch.Tensor) -> torch.Tensor:
+    """(out, in) -> oneDNN's blocked layout for this CPU (an opaque tensor only oneDNN reads)."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight, None)
+
+
 class PackedLinear(nn.Linear):
     """`nn.Linear` (+ optional fused exact GELU) with a prepacked-weight inference path."""
 
@@ -49,7 +54,7 @@ class PackedLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.use_packed and _AVAILABLE and not torch.is_grad_enabled()
                 and x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32):
-            packed = self._packed.get(self.weight, lambda w: torch.ops.mkldnn._reorder_linear_weight(w, None))
+            packed = self._packed.get(self.weight, _prepack)
             return torch.ops.mkldnn._linear_pointwise(
                 x, packed, self.bias, ACTIVATIONS[self.activation][0], [], "none"
             )  # (..., in) -> (..., out)

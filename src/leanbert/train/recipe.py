@@ -304,10 +304,6 @@ def leanbert_config_fields() -> set[str]:
     return {f.name for f in dataclasses.fields(LeanBertConfig) if f.init} - {"transformers_version", "architectures"}
 
 
-def training_argument_fields() -> set[str]:
-    return set(training_argument_types())
-
-
 def training_argument_types() -> dict[str, Any]:
     """`TrainingArguments` field -> its resolved annotation (e.g. `int`, `str | None`, `SchedulerType | str`)."""
     from transformers import TrainingArguments

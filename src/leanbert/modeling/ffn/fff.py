@@ -175,7 +175,7 @@ class FastFeedForward(nn.Module):
 
     def _output_rows(self) -> torch.Tensor:
         """linear_out.weight as contiguous rows (K N, W), cached until the weight changes."""
-        return self._w_out_t.get(self.linear_out.weight, lambda w: w.t().contiguous())
+        return self._w_out_t.get(self.linear_out.weight, _as_rows)
 
     # ---- routing ------------------------------------------------------------------------------
 
@@ -190,6 +190,10 @@ class FastFeedForward(nn.Module):
             return rows.view(-1, self.trees, self.depth + 1) - roots
         logits = self.linear_in(x).view(-1, self.trees, self.n_nodes)
         return route_from_logits(logits, self.depth)
+
+
+def _as_rows(w_out: torch.Tensor) -> torch.Tensor:
+    return w_out.t().contiguous()  # (W, K N) -> (K N, W)
 
 
 _IMPLEMENTATIONS = {
