@@ -1,8 +1,9 @@
 """Where the local data lives: --data-dir, else $LEANBERT_DATA, else ../shared/data when present.
 
 Returns None when there is none; callers then fall back to Hugging Face hub names. A folder the user
-names with --data-dir is meant to be used: callers pass `required=True`, and a missing part is an error
-rather than a silent fall back to the hub (a download, or an offline failure far from the cause).
+names (--data-dir or $LEANBERT_DATA) is meant to be used: callers pass `named=named_data_root(...)`,
+and a missing part is an error rather than a silent fall back to the hub (a download, or an offline
+failure far from the cause). Only ../shared/data, found rather than named, may lack parts.
 """
 
 from __future__ import annotations
@@ -29,15 +30,26 @@ def find_data_root(explicit: str | os.PathLike | None = None) -> Path | None:
     return None
 
 
-def default_tokenizer(data_root: Path | None, required: bool = False) -> str:
+def named_data_root(explicit: str | os.PathLike | None = None) -> str | None:
+    """How the user named the data root ("--data-dir D" or "$LEANBERT_DATA=D"), for error messages;
+    None when it was found (../shared/data) or there is none."""
+    if explicit:
+        return f"--data-dir {explicit}"
+    if os.environ.get("LEANBERT_DATA"):
+        return f"$LEANBERT_DATA={os.environ['LEANBERT_DATA']}"
+    return None
+
+
+def default_tokenizer(data_root: Path | None, named: str | None = None) -> str:
     """The local uncased BERT WordPiece tokenizer when present, else its hub name.
 
-    required: data_root came from --data-dir, so its missing tokenizer folder is a FileNotFoundError.
+    named: how the user named data_root (`named_data_root`); then a missing tokenizer folder is a
+    FileNotFoundError that says so.
     """
     local = data_root / "tokenizers" / "bert-base-uncased" if data_root is not None else None
     if local is not None and local.is_dir():
         return str(local)
-    if required:
-        raise FileNotFoundError(f"--data-dir {data_root}: no tokenizers/bert-base-uncased folder "
+    if named:
+        raise FileNotFoundError(f"{named}: no tokenizers/bert-base-uncased folder "
                                 "(the default tokenizer); add it or set data.tokenizer")
     return "google-bert/bert-base-uncased"

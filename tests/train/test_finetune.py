@@ -137,6 +137,14 @@ def test_data_dir_may_be_the_data_root(glue_dir, tmp_path):
         resolve_glue_dir(tmp_path / "missing")
 
 
+def test_environment_data_root_without_glue_is_an_error(glue_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LEANBERT_DATA", str(glue_dir.parent))
+    assert resolve_glue_dir(None) == glue_dir.parent / "glue"
+    monkeypatch.setenv("LEANBERT_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"^\$LEANBERT_DATA=.*: no glue folder"):
+        resolve_glue_dir(None)
+
+
 def test_training_learns_a_keyword_task(tiny_model_dir, tmp_path):
     """Not only metrics in range: the pipeline must fit a task a 1-layer model can learn (a sentiment keyword)."""
     import random

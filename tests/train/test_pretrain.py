@@ -251,6 +251,17 @@ def test_explicit_data_dir_must_hold_what_the_recipe_leaves_to_it(tmp_path, caps
     assert not (tmp_path / "run").exists()
 
 
+def test_data_root_named_by_environment_must_hold_it_too(tmp_path, monkeypatch):
+    from leanbert.train.pretrain import plan_run
+
+    empty = tmp_path / "empty_data"
+    empty.mkdir()
+    monkeypatch.setenv("LEANBERT_DATA", str(empty))
+    recipe = load_recipe(write_recipe(tmp_path, data={"corpus": None, "tokenizer": None}))
+    with pytest.raises(FileNotFoundError, match=r"^\$LEANBERT_DATA=.*empty_data: no corpus/wikipedia_en_2015"):
+        plan_run(recipe)
+
+
 def test_without_data_dir_the_default_corpus_is_the_shared_one(tmp_path):
     from leanbert.train.pretrain import plan_run
 

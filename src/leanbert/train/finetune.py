@@ -42,7 +42,7 @@ from leanbert.checkpoint import load_config
 from leanbert.data.glue import GlueTask, get_task, load_glue_task, tokenize_glue
 from leanbert.data.glue_metrics import MAIN_SCORE_KEY, make_compute_metrics
 from leanbert.data.records import DataError
-from leanbert.local_data import find_data_root
+from leanbert.local_data import find_data_root, named_data_root
 from leanbert.tokenizer import check_tokenizer_fits, load_tokenizer
 from leanbert.train.pretrain import FINAL_DIR_NAME
 from leanbert.train.glue_protocols import FinetuneSettings, protocol_settings
@@ -59,7 +59,8 @@ def resolve_glue_dir(data_dir: str | os.PathLike | None) -> Path | None:
 
     ``data_dir`` may be that folder or a data root with a ``glue/`` subfolder (such as
     ``shared/data``). Without it, :func:`leanbert.local_data.find_data_root`'s ``glue/`` is used
-    when present ($LEANBERT_DATA, or ``../shared/data`` of a checkout), else the hub.
+    when present ($LEANBERT_DATA, or ``../shared/data`` of a checkout), else the hub; a
+    $LEANBERT_DATA without ``glue/`` is an error rather than a silent hub download.
     """
     if data_dir is not None:
         path = Path(data_dir)
@@ -69,6 +70,8 @@ def resolve_glue_dir(data_dir: str | os.PathLike | None) -> Path | None:
     root = find_data_root(None)
     if root is not None and (root / "glue").is_dir():
         return root / "glue"
+    if root is not None and named_data_root(None):
+        raise FileNotFoundError(f"{named_data_root(None)}: no glue folder; add it or unset the variable")
     return None
 
 

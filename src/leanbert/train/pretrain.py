@@ -2,9 +2,9 @@
 
 What runs, in order:
 
-1. checks, with no side effect: the recipe (keys, value types, model config, TrainingArguments), an
-   explicit `--data-dir` (it must hold the corpus and tokenizer the recipe leaves to it), the tokenizer
-   against the model (`check_tokenizer_fits`, block_size <= max_position_embeddings), the output
+1. checks, with no side effect: the recipe (keys, value types, model config, TrainingArguments), a
+   data root the user names (`--data-dir` or $LEANBERT_DATA: it must hold the corpus and tokenizer
+   the recipe leaves to it), the tokenizer against the model (`check_tokenizer_fits`, block_size <= max_position_embeddings), the output
    folder (an existing run needs `--resume`; `--resume` needs a checkpoint);
 2. the corpus -> packed blocks (`leanbert.data.corpus`, cached by `datasets`; rank 0 first under DDP);
 3. `Trainer` with `LeanBertForMaskedLM` (with labels it projects only the masked positions to the
@@ -34,7 +34,7 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, Trai
 from transformers.trainer_utils import get_last_checkpoint
 
 from leanbert.atomic_io import atomic_directory, atomic_write_json, atomic_write_text
-from leanbert.local_data import default_tokenizer, find_data_root
+from leanbert.local_data import default_tokenizer, find_data_root, named_data_root
 from leanbert.train.atomic_checkpoint import AtomicCheckpointMixin
 from leanbert.train.jsonl_log import LOG_FILE_NAME, JsonlLogCallback
 from leanbert.train.nan_guard import NonFiniteGuardMixin
@@ -87,11 +87,11 @@ def plan_run(recipe: Recipe, *, data_dir: str | None = None, output_dir: str | N
     """Check the whole run and resolve its parts; creates no file or folder."""
     from leanbert.tokenizer import check_tokenizer_fits, load_tokenizer
 
-    data_root = find_data_root(data_dir)
-    # a --data-dir the user names must hold what the recipe leaves to it: no silent hub fallback
-    corpus = corpus_sources(recipe, data_root, required=bool(data_dir))
+    data_root, named = find_data_root(data_dir), named_data_root(data_dir)
+    # a data root the user names must hold what the recipe leaves to it: no silent hub fallback
+    corpus = corpus_sources(recipe, data_root, named=named)
     config = build_model_config(recipe)
-    tokenizer_name = recipe.data.tokenizer or default_tokenizer(data_root, required=bool(data_dir))
+    tokenizer_name = recipe.data.tokenizer or default_tokenizer(data_root, named=named)
     tokenizer = load_tokenizer(tokenizer_name)
     try:
         check_tokenizer_fits(tokenizer, config.vocab_size)

@@ -385,11 +385,11 @@ def build_model_config(recipe: Recipe):
         raise RecipeError(f"{recipe.path}: model: {err}") from None
 
 
-def corpus_sources(recipe: Recipe, data_root: Path | None, required: bool = False) -> list[str]:
+def corpus_sources(recipe: Recipe, data_root: Path | None, named: str | None = None) -> list[str]:
     """The corpus entries to load: the recipe's, else the local default, else the hub default.
 
-    required: data_root came from --data-dir, so a missing local corpus folder is a FileNotFoundError
-    instead of the hub default (a Wikipedia download).
+    named: how the user named data_root (`local_data.named_data_root`); then a missing local corpus
+    folder is a FileNotFoundError instead of the hub default (a Wikipedia download).
     """
     corpus = recipe.data.corpus
     if corpus is None:
@@ -398,8 +398,8 @@ def corpus_sources(recipe: Recipe, data_root: Path | None, required: bool = Fals
             missing = [folder for folder in LOCAL_CORPUS_FOLDERS if not (data_root / folder).is_dir()]
             if not missing:
                 return [str(folder) for folder in local]
-            if required:
-                raise FileNotFoundError(f"--data-dir {data_root}: no {' or '.join(missing)} folder "
+            if named:
+                raise FileNotFoundError(f"{named}: no {' or '.join(missing)} folder "
                                         "(the default corpus); add it or set data.corpus")
         return [DEFAULT_HUB_CORPUS[0]]
     return [corpus] if isinstance(corpus, str) else list(corpus)
