@@ -3,6 +3,7 @@ uninterrupted run (<= 1e-6; on CPU it is exact)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -81,3 +82,10 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     for (_, a), (_, b) in zip(losses(reference), losses(interrupted)):
         assert a == pytest.approx(b, abs=1e-6)
     assert torch.isfinite(torch.tensor([b for _, b in losses(interrupted)])).all()
+
+    # metrics.json says which steps its train_loss (Trainer's, over the steps one call ran) covers
+    def first_step(folder):
+        return json.loads((folder / "metrics.json").read_text())["train_loss_first_step"]
+
+    assert first_step(reference) == 1
+    assert first_step(interrupted) == checkpoints[-1] + 1

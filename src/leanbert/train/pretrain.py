@@ -23,6 +23,7 @@ Cost: dominated by the model's forward/backward; data preparation is cached afte
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import sys
 from dataclasses import dataclass
@@ -242,8 +243,10 @@ def execute(plan: RunPlan, trainer: PretrainTrainer, eval_dataset) -> dict:
     """Train (or resume), evaluate, write `final/` and `metrics.json`; returns the metrics."""
     if trainer.args.should_save:
         _record_recipe(plan)
+    # Trainer's train_loss averages the steps this call runs: after --resume, only the resumed ones
+    first_step = 1 if plan.resume_from is None else _checkpoint_step(plan.resume_from) + 1
     train_output = trainer.train(resume_from_checkpoint=plan.resume_from)
-    metrics = {"global_step": train_output.global_step, **train_output.metrics}
+    metrics = {"global_step": train_output.global_step, **train_output.metrics, "train_loss_first_step": first_step}
     if len(eval_dataset):
         metrics.update(_final_evaluation(trainer))
     metrics.update(trainer.run_metrics())
@@ -255,6 +258,11 @@ def execute(plan: RunPlan, trainer: PretrainTrainer, eval_dataset) -> dict:
         atomic_write_json(plan.output_dir / METRICS_FILE_NAME, metrics)
     trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def _checkpoint_step(checkpoint: str) -> int:
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    return int(state["global_step"])
 
 
 def _final_evaluation(trainer: PretrainTrainer) -> dict:
