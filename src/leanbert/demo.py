@@ -26,6 +26,7 @@ DEMO_GLUE = dict(tasks=["sst2", "mrpc"], protocol="glue_sane", seeds=1, epochs=3
 
 def run_demo(args: argparse.Namespace) -> None:
     from leanbert.report import write_report
+    from leanbert.train.finetune import resolve_glue_dir
     from leanbert.train.glue_runner import run_glue
     from leanbert.train.pretrain import run_pretraining
     from leanbert.train.recipe import load_recipe
@@ -33,6 +34,8 @@ def run_demo(args: argparse.Namespace) -> None:
     from transformers.trainer_utils import get_last_checkpoint
 
     out = Path(args.out)
+    # the GLUE folder is checked before the pretraining, not found missing ten minutes later
+    glue_dir = resolve_glue_dir(None if args.data_dir is None else Path(args.data_dir) / "glue")
     print(f"[1/3] pretraining bert-hash-nano on the local corpus -> {out}")
     recipe = load_recipe(RECIPE, DEMO_PRETRAIN, kind="pretrain")
     interrupted = out.is_dir() and get_last_checkpoint(str(out)) is not None
@@ -43,9 +46,8 @@ def run_demo(args: argparse.Namespace) -> None:
         print(f"      held-out MLM loss {metrics.get('eval_loss', float('nan')):.3f}, "
               f"perplexity {metrics.get('eval_perplexity', float('nan')):.1f}")
     print("[2/3] GLUE-sane fine-tuning on sst2 and mrpc")
-    glue_data = None if args.data_dir is None else Path(args.data_dir) / "glue"
     settings = dict(DEMO_GLUE)
-    run_glue(out, settings.pop("tasks"), data_dir=glue_data, output_dir=out / "glue", log=print, **settings)
+    run_glue(out, settings.pop("tasks"), data_dir=glue_dir, output_dir=out / "glue", log=print, **settings)
     print("[3/3] writing the report")
     report = write_report(out)
     print(f"\nreport: {report.resolve()}")
