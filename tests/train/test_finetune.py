@@ -7,7 +7,9 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy.stats import pearsonr
 
 from leanbert.data.records import DataError
 from leanbert.train.finetune import finetune, load_model_source, resolve_glue_dir
@@ -51,6 +53,11 @@ def test_stsb_is_regression_with_correlations(tiny_model_dir, glue_dir, tmp_path
     assert lines[0] == "idx\tlabel\tprediction" and len(lines) == 1 + 1500
     _, label, prediction = lines[1].split("\t")
     assert 0.0 <= float(label) <= 5.0 and math.isfinite(float(prediction))
+    # each prediction sits beside its own row: the file's correlation is the reported one
+    # (length-grouped evaluation batches used to reorder the predictions but not the rows)
+    columns = np.array([[float(v) for v in line.split("\t")] for line in lines[1:]])
+    assert columns[:, 0].tolist() == list(range(1500))
+    assert pearsonr(columns[:, 1], columns[:, 2])[0] == pytest.approx(result["metrics"]["pearson"], abs=1e-6)
 
 
 def test_same_seed_gives_the_same_scores(tiny_model_dir, glue_dir, tmp_path):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import Dataset
+from torch.utils.data import SequentialSampler
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -36,6 +37,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from leanbert.atomic_io import atomic_directory, atomic_write_json, atomic_write_text
 from leanbert.checkpoint import load_config
@@ -224,6 +226,19 @@ def _training_arguments(settings: FinetuneSettings, seed: int, work_dir: Path) -
     )
 
 
+class InOrderTrainer(Trainer):
+    """Trainer whose evaluation keeps the dataset's row order.
+
+    With length-grouped training, transformers 5 groups the evaluation batches by length too
+    (`Trainer._get_eval_sampler`). The metrics do not mind (labels move with their rows), but the
+    prediction files pair each prediction with its row by position.
+    """
+
+    def _get_eval_sampler(self, eval_dataset):
+        sampler = super()._get_eval_sampler(eval_dataset)
+        return SequentialSampler(eval_dataset) if isinstance(sampler, LengthGroupedSampler) else sampler
+
+
 def _split_suffix(task: GlueTask, split: str) -> str:
     """"" for the only validation split, "_matched"/"_mismatched" for mnli's two."""
     return "" if len(task.validation_splits) == 1 else "_" + split.removeprefix("validation_")
@@ -264,7 +279,7 @@ def finetune_task(source: ModelSource, data: TaskData, settings: FinetuneSetting
     model = AutoModelForSequenceClassification.from_pretrained(
         source.name, config=_task_config(source, task), ignore_mismatched_sizes=True,
     )
-    trainer = Trainer(
+    trainer = InOrderTrainer(
         model=model,
         args=_training_arguments(settings, seed, run_dir / "trainer"),
         train_dataset=data.train,
