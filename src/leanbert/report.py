@@ -273,7 +273,7 @@ def glue_comparison_markdown(results: dict, parameters: str = "—") -> list[str
     our_scores = [_our_median(results, task, REPORTED) for task in _ULTRAFASTBERT_TASKS]
     cells = [_cell([s]) if s is not None else _task_status(results, t) for s, t in zip(our_scores, _ULTRAFASTBERT_TASKS)]
     average = statistics.fmean(our_scores) if all(s is not None for s in our_scores) else None
-    lines.append(f"| {ours_label} | " + " | ".join(cells) + f" | {_cell([average]) if average else '— (tasks missing)'} |")
+    lines.append(f"| {ours_label} | " + " | ".join(cells) + f" | {_cell([average]) if average is not None else '— (tasks missing)'} |")
     lines.append(f"| {ULTRAFASTBERT_ROW.model} | "
                  + " | ".join(_cell([ULTRAFASTBERT_ROW.scores[t][REPORTED]]) for t in _ULTRAFASTBERT_TASKS)
                  + f" | {_cell([ULTRAFASTBERT_ROW.average])} |")

@@ -208,3 +208,20 @@ def test_pretrain_run_folder_to_glue_to_report(tiny_model_dir, glue_dir, tmp_pat
     assert "| 1,002,816 | not run | not run |" in text  # tiny model's count; MNLI and MRPC were not requested
     assert "| rte | — | skipped |" in text
     assert (run / "report" / "loss.png").is_file() and (run / "report" / "glue.png").is_file()
+
+
+def _run(seed: int, score: float) -> dict:
+    return {"seed": seed, "data": "d", "train": {"examples": 8}, "evaluation": {"validation": {"examples": 4}},
+            "metrics": {"pearson": score}, "main_score": score}
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (1, 2, 0), (2, 0, 1)])
+def test_a_diverged_seed_is_named_and_left_out_of_the_median(order):
+    runs = [_run(42, float("nan")), _run(43, 0.5), _run(44, 0.7)]
+    summary = glue_runner._summarize_task([runs[i] for i in order])
+    assert summary["main_score"]["median"] == summary["metrics"]["pearson"]["median"] == pytest.approx(0.6)
+    assert summary["diverged_seeds"] == [42]
+    all_diverged = glue_runner._summarize_task([_run(42, float("nan")), _run(43, float("inf"))])
+    assert all_diverged["main_score"]["median"] is None and all_diverged["diverged_seeds"] == [42, 43]
+    assert glue_runner._average_main_score([summary, all_diverged]) is None
+    assert glue_runner._average_main_score([summary]) == pytest.approx(0.6)

@@ -19,6 +19,7 @@ Cost: ``sum over tasks of seeds x epochs x train rows`` training passes (see glu
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import statistics
 from collections.abc import Callable, Iterable
@@ -69,10 +70,17 @@ def seed_list(seeds: int | Iterable[int] | None, default_count: int, first_seed:
     return listed
 
 
+def _finite_median(values: list[float]) -> float | None:
+    """Median of the finite values, None when there are none. A diverged seed scores NaN, and
+    statistics.median over a NaN depends on the order of the seeds."""
+    finite = [value for value in values if math.isfinite(value)]
+    return statistics.median(finite) if finite else None
+
+
 def _summarize_task(runs: list[dict]) -> dict:
     first = runs[0]
     metrics = {
-        name: {"median": statistics.median(run["metrics"][name] for run in runs),
+        name: {"median": _finite_median([run["metrics"][name] for run in runs]),
                "seeds": [run["metrics"][name] for run in runs]}
         for name in first["metrics"]
     }
@@ -83,7 +91,9 @@ def _summarize_task(runs: list[dict]) -> dict:
         "train_examples": first["train"]["examples"],
         "eval_examples": {split: values["examples"] for split, values in first["evaluation"].items()},
         "metrics": metrics,
-        "main_score": {"median": statistics.median(scores), "seeds": scores},
+        "main_score": {"median": _finite_median(scores), "seeds": scores},
+        # seeds whose score is NaN or infinite (a diverged run); the medians leave them out
+        "diverged_seeds": [run["seed"] for run in runs if not math.isfinite(run["main_score"])],
         "runs": [{key: run[key] for key in ("seed", "metrics", "main_score", "train")} for run in runs],
     }
 
@@ -149,13 +159,18 @@ def run_glue(model_dir: str | os.PathLike, tasks: str | Iterable[str] | None = N
             "tasks_done": done,
             "tasks_skipped": sorted(skipped, key=requested.index),
             # Mean of the task medians over the tasks that ran: not the official GLUE score when any is skipped.
-            "average_main_score": (statistics.fmean(task_results[name]["main_score"]["median"] for name in done)
-                                   if done else None),
+            "average_main_score": _average_main_score([task_results[name] for name in done]),
         }
         atomic_write_json(tmp / RESULTS_JSON, results)
         atomic_write_text(tmp / RESULTS_MARKDOWN, glue_results_markdown(results))
     results["output_dir"] = str(out)
     return results
+
+
+def _average_main_score(done: list[dict]) -> float | None:
+    """Mean of the task medians; None when no task ran or one has no finite score."""
+    medians = [task["main_score"]["median"] for task in done]
+    return statistics.fmean(medians) if medians and None not in medians else None
 
 
 def _fmt(value: float | None) -> str:
