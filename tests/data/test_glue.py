@@ -239,6 +239,10 @@ def test_mnli_tsv_uses_gold_label_and_both_dev_sets(tmp_path):
     assert loaded["train"][0] == {"premise": "P one", "hypothesis": "H one", "label": 1, "idx": 0}
     assert loaded["validation_matched"]["label"] == [2]
     assert available_tasks(tmp_path, ["mnli"]) == (["mnli"], {})
+    # one dev set alone: skipped with the reason, as training would stop on it later
+    (folder / "dev_mismatched.tsv").unlink()
+    present, skipped = available_tasks(tmp_path, ["mnli"])
+    assert present == [] and "missing split(s) validation_mismatched" in skipped["mnli"]
 
 
 def test_qqp_tsv_and_quotes_are_kept(tmp_path):
