@@ -219,6 +219,19 @@ def test_good_jsonl_without_idx_numbers_rows(tmp_path):
 # --------------------------------------------------------------------------- TSV layouts absent from shared data
 
 
+def test_bad_byte_in_a_tsv_names_its_own_line(tmp_path):
+    header = ["index", "sentence1", "sentence2", "label"]
+    rows = [header] + [[str(i), f"premise {i} " + "x" * 40, "hypothesis", "entailment"] for i in range(899)]
+    write_tsv(tmp_path / "RTE" / "dev.tsv", rows)
+    train = tmp_path / "RTE" / "train.tsv"
+    write_tsv(train, rows)
+    lines = train.read_bytes().splitlines(keepends=True)
+    lines[899] = lines[899].replace(b"hypothesis", b"hyp\xffothesis")  # line 900, past the first 8 KB
+    train.write_bytes(b"\ufeff".decode("utf-8").encode("utf-8") + b"".join(lines))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(train))}:900: not valid UTF-8"):
+        load_glue_task("rte", tmp_path)
+
+
 def test_rte_tsv_in_glue_folder_maps_label_names(tmp_path):
     header = ["index", "sentence1", "sentence2", "label"]
     write_tsv(tmp_path / "RTE" / "train.tsv", [header, ["0", "A cat sat.", "A cat exists.", "entailment"]])

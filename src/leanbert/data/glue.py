@@ -28,7 +28,7 @@ from pathlib import Path
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, load_dataset
 from transformers import PreTrainedTokenizerBase
 
-from leanbert.data.records import DataError, iter_jsonl, require_text
+from leanbert.data.records import DataError, iter_jsonl, require_text, utf8_lines
 
 HUB_DATASET = "nyu-mll/glue"
 STSB_SCORE_RANGE = (0.0, 5.0)
@@ -243,16 +243,12 @@ def _jsonl_split_files(task: GlueTask, folder: Path) -> dict[str, Path]:
 
 def _tsv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(line_number, cells)``; tabs split cells and quotes are ordinary characters."""
-    # utf-8-sig: the MRPC files start with a byte-order mark that would otherwise
-    # become part of the first header name.
-    with path.open(encoding="utf-8-sig", newline="") as lines:
-        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    with path.open("rb") as binary:
+        reader = csv.reader(utf8_lines(path, binary), delimiter="\t", quoting=csv.QUOTE_NONE)
         try:
             for cells in reader:
                 if cells:
                     yield reader.line_num, cells
-        except UnicodeDecodeError as error:
-            raise DataError(f"{path}:{reader.line_num + 1}: not valid UTF-8 ({error.reason})") from None
         except csv.Error as error:  # e.g. a cell over csv.field_size_limit()
             raise DataError(f"{path}:{reader.line_num}: {error}") from None
 

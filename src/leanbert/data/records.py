@@ -13,11 +13,27 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import IO
 from pathlib import Path
 
 
 class DataError(ValueError):
     """Input data that cannot be used; the message names the file and line, or the field."""
+
+
+def utf8_lines(path: Path, binary: IO[bytes]) -> Iterator[str]:
+    """The lines of an open binary file, decoded one at a time (line endings kept).
+
+    A text-mode file decodes blocks of ~8 KB, so a bad byte would surface lines before its own; here
+    it is a DataError naming ``path:line``. A byte-order mark on line 1 (editors on Windows, the
+    MRPC files) is dropped.
+    """
+    for line_number, raw in enumerate(binary, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise DataError(f"{path}:{line_number}: not valid UTF-8 ({error.reason})") from None
+        yield line.removeprefix("\ufeff") if line_number == 1 else line
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -28,16 +44,8 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     ``path:line`` for a line that is not UTF-8, not JSON, or not a JSON object.
     """
     path = Path(path)
-    # Binary read with a per-line decode, so a bad byte is reported with its line
-    # number instead of surfacing from the text layer with none.
-    with path.open("rb") as lines:
-        for line_number, raw in enumerate(lines, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise DataError(f"{path}:{line_number}: not valid UTF-8 ({error.reason})") from None
-            if line_number == 1:
-                line = line.removeprefix("\ufeff")  # editors on Windows write a byte-order mark
+    with path.open("rb") as binary:
+        for line_number, line in enumerate(utf8_lines(path, binary), start=1):
             if not line.strip():
                 continue
             try:
