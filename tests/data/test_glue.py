@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from leanbert.data.glue import GLUE_TASKS, available_tasks, get_task, load_glue_task, tokenize_glue
+from leanbert.data.glue import GLUE_TASKS, available_tasks, get_task, glue_task_folder, load_glue_task, tokenize_glue
 from leanbert.data.records import DataError
 from leanbert.tokenizer import load_tokenizer
 
@@ -238,6 +238,7 @@ def test_rte_tsv_in_glue_folder_maps_label_names(tmp_path):
     write_tsv(tmp_path / "RTE" / "dev.tsv", [header, ["0", "It rained.", "It was dry.", "not_entailment"]])
     loaded = load_glue_task("rte", tmp_path)
     assert loaded["train"][0] == {"sentence1": "A cat sat.", "sentence2": "A cat exists.", "label": 0, "idx": 0}
+    assert glue_task_folder("rte", tmp_path) == tmp_path / "RTE"  # what results.json records as the data
     assert loaded["validation"]["label"] == [1]
 
 

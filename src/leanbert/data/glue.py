@@ -368,6 +368,14 @@ def _locate(task: GlueTask, data_dir: Path, file_format: str) -> _TaskFiles | st
     return f"no {task.name} data in {data_dir} (looked for {looked_for} in {places})"
 
 
+def glue_task_folder(task: str, data_dir: str | Path, *, file_format: str = "auto") -> Path:
+    """The folder ``load_glue_task`` reads the task from (e.g. ``SST-2/`` or ``mrpc/original/``)."""
+    found = _locate(get_task(task), Path(data_dir), file_format)
+    if isinstance(found, str):
+        raise DataError(found)
+    return found.folder
+
+
 def load_glue_task(task: str, data_dir: str | Path | None = None, *, file_format: str = "auto") -> DatasetDict:
     """Load one GLUE task as a ``DatasetDict`` in the HF ``glue`` schema, validated.
 

@@ -41,7 +41,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from leanbert.atomic_io import atomic_directory, atomic_write_json, atomic_write_text
 from leanbert.checkpoint import load_config
-from leanbert.data.glue import GlueTask, get_task, load_glue_task, tokenize_glue
+from leanbert.data.glue import GlueTask, get_task, glue_task_folder, load_glue_task, tokenize_glue
 from leanbert.data.glue_metrics import MAIN_SCORE_KEY, make_compute_metrics
 from leanbert.data.records import DataError
 from leanbert.local_data import find_data_root, named_data_root
@@ -167,7 +167,7 @@ def prepare_task(task: str, glue_dir: Path | None, tokenizer: PreTrainedTokenize
     """
     glue_task = get_task(task)
     splits = load_glue_task(glue_task.name, glue_dir)
-    source = str(glue_dir / glue_task.name) if glue_dir is not None else f"hub:nyu-mll/glue/{glue_task.name}"
+    source = str(glue_task_folder(task, glue_dir)) if glue_dir is not None else f"hub:nyu-mll/glue/{glue_task.name}"
     missing = [split for split in glue_task.splits if split not in splits]
     if missing:
         raise DataError(f"{source}: task {glue_task.name} has no {', '.join(missing)} split (found: {', '.join(splits)})")
