@@ -15,6 +15,7 @@ from leanbert.train.distill import (
     layer_pairs,
     load_teacher,
     logit_distillation_loss,
+    masked_student_logits,
     masked_teacher_logits,
     resolve_teacher,
     run_distillation,
@@ -152,6 +153,36 @@ def test_teacher_logits_on_masked_rows_equal_full_logits_selected(teachers):
         fast = masked_teacher_logits(teacher, inputs, selected)
     assert fast.shape == (int(selected.sum()), 30522)
     torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+
+
+def test_leanbert_teacher_logits_on_masked_rows_equal_full_logits_selected():
+    from leanbert import LeanBertConfig, LeanBertForMaskedLM
+
+    torch.manual_seed(0)
+    teacher = LeanBertForMaskedLM(LeanBertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
+                                                 num_attention_heads=2, intermediate_size=64)).eval()
+    inputs = {"input_ids": torch.randint(5, 50, (2, 6)), "attention_mask": torch.ones(2, 6, dtype=torch.long)}
+    selected = torch.tensor([0, 1, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0], dtype=torch.bool)
+    with torch.no_grad():  # its head also reads the tied embeddings: it used to be called without them
+        full = teacher(**inputs).logits.reshape(-1, 50)[selected]
+        fast = masked_teacher_logits(teacher, inputs, selected)
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+
+
+def test_student_without_sparse_prediction_is_scored_on_its_masked_rows():
+    from leanbert import LeanBertConfig
+
+    torch.manual_seed(0)
+    config = dict(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    dense, sparse = (DistillationStudent(LeanBertConfig(**config, sparse_prediction=flag)).eval() for flag in (False, True))
+    sparse.load_state_dict(dense.state_dict())
+    inputs = {"input_ids": torch.randint(5, 50, (2, 6)), "labels": torch.full((2, 6), -100)}
+    inputs["labels"][0, 1], inputs["labels"][1, 2] = 7, 9
+    selected = inputs["labels"].reshape(-1) != -100
+    teacher_logits = torch.randn(2, 50)
+    losses = [logit_distillation_loss(masked_student_logits(model(**inputs).logits, selected), teacher_logits, 2.0)
+              for model in (dense, sparse)]
+    torch.testing.assert_close(losses[0], losses[1])
 
 
 def test_loss_terms():

@@ -41,7 +41,7 @@ from torch.nn import functional as F
 from transformers import set_seed
 
 from leanbert.checkpoint import CheckpointError, load_config
-from leanbert.modeling.model import LeanBertForMaskedLM
+from leanbert.modeling.model import LeanBertForMaskedLM, LeanBertPreTrainedModel
 from leanbert.train.pretrain import PretrainTrainer, execute, load_blocks, make_trainer, plan_run
 from leanbert.train.recipe import DistillSection, Recipe, RecipeError
 from leanbert.train.teacher_cache import CacheLayout, TeacherCache, teacher_fingerprint
@@ -138,7 +138,16 @@ def masked_teacher_logits(teacher, inputs: dict, selected: torch.Tensor) -> torc
         logits = teacher(**teacher_inputs).logits  # (B, L, V)
         return logits.reshape(-1, logits.shape[-1])[selected]
     hidden = teacher.base_model(**teacher_inputs).last_hidden_state  # (B, L, H_t)
-    return head(hidden.reshape(-1, hidden.shape[-1])[selected])  # (M, V)
+    rows = hidden.reshape(-1, hidden.shape[-1])[selected]  # (M, H_t)
+    if isinstance(teacher, LeanBertPreTrainedModel):  # its head also reads the (tied) embeddings
+        return head(rows, teacher.base_model.embeddings)  # (M, V)
+    return head(rows)  # (M, V)
+
+
+def masked_student_logits(logits: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """(M, V) logits at the masked positions: a student with `sparse_prediction` already returns
+    those rows, one without it returns (B, L, V)."""
+    return logits.reshape(-1, logits.shape[-1])[selected] if logits.dim() == 3 else logits
 
 
 def logit_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float):
@@ -247,11 +256,12 @@ class DistillationTrainer(PretrainTrainer):
             selected = target_positions(inputs, self.mode)
             targets = self._teacher_targets(inputs, selected)
         if use_logits:
+            student_logits = masked_student_logits(outputs.logits, selected)  # (M, V)
             if "topk_values" in targets:
-                kd = topk_distillation_loss(outputs.logits, targets["topk_values"], targets["topk_ids"],
+                kd = topk_distillation_loss(student_logits, targets["topk_values"], targets["topk_ids"],
                                             d.temperature)
             else:
-                kd = logit_distillation_loss(outputs.logits, targets["logits"], d.temperature)
+                kd = logit_distillation_loss(student_logits, targets["logits"], d.temperature)
             loss = loss + d.logit_weight * kd
             parts["logit_kd_loss"] = kd.detach()
         if use_hidden:
