@@ -268,6 +268,22 @@ def test_a_cache_made_for_other_targets_is_refused_naming_the_field(tmp_path, te
         run_distillation(other, output_dir=str(tmp_path / "c"))
 
 
+def test_the_same_teacher_moved_or_with_another_top_k_in_hidden_mode_reuses_its_cache(tmp_path, teachers):
+    import shutil
+
+    from leanbert.train.distill import open_teacher_cache
+    from leanbert.train.recipe import DistillSection
+    from leanbert.train.teacher_cache import teacher_fingerprint
+
+    moved = tmp_path / "moved"
+    shutil.copytree(teachers["encoder"], moved)
+    here, there = (load_teacher(str(folder), "hidden", "r.yaml")[0] for folder in (teachers["encoder"], moved))
+    assert teacher_fingerprint(here) == teacher_fingerprint(there)  # the folder path used to be hashed
+    layouts = [open_teacher_cache(DistillSection(teacher="t", cache_dir=str(tmp_path / "c"), cache_top_k=k),
+                                  here, "hidden", 2).layout for k in (16, 64)]
+    assert layouts[0] == layouts[1] and layouts[0].top_k == 0
+
+
 def test_student_export_drops_only_the_projection():
     from leanbert.presets import preset_config
 

@@ -202,7 +202,8 @@ def open_teacher_cache(distill: DistillSection, teacher, mode: str, student_laye
     if not distill.cache_dir:
         return None
     pairs = layer_pairs(student_layers, teacher.config.num_hidden_layers, distill.hidden_layers)
-    layout = CacheLayout(teacher=teacher_fingerprint(teacher), mode=mode, top_k=distill.cache_top_k,
+    layout = CacheLayout(teacher=teacher_fingerprint(teacher), mode=mode,
+                         top_k=distill.cache_top_k if mode == "logits" else 0,  # hidden targets have no top k
                          dtype=distill.cache_dtype, teacher_layers=teacher_layers_used(pairs) if mode == "hidden" else ())
     return TeacherCache(distill.cache_dir, layout)
 

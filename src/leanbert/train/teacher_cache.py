@@ -61,10 +61,18 @@ class CacheLayout:
     teacher_layers: tuple[int, ...] = ()  # hidden mode: indices into the teacher's hidden_states
 
 
+_NOT_THE_TEACHER = ("_name_or_path", "transformers_version")  # config entries about the files, not the model
+
+
 def teacher_fingerprint(teacher: torch.nn.Module) -> str:
-    """BLAKE2b-128 of the teacher's config and every weight (a 22M-parameter teacher hashes in ~0.1 s)."""
+    """BLAKE2b-128 of the teacher's config and every weight (a 22M-parameter teacher hashes in ~0.1 s).
+
+    Where the teacher was loaded from and which transformers wrote it are left out: the same teacher
+    from a moved folder, or by a relative path, reuses its cache.
+    """
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(teacher.config.to_json_string(use_diff=False).encode())
+    config = {key: value for key, value in teacher.config.to_dict().items() if key not in _NOT_THE_TEACHER}
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(teacher.state_dict().items()):
         _update(digest, name, tensor)
     return digest.hexdigest()
