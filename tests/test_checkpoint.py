@@ -58,7 +58,7 @@ def test_pickle_only_checkpoint_is_refused_not_executed(tmp_path, capsys):
     path = tmp_path / "pytorch_model.bin"
     with open(path, "wb") as handle:
         pickle.dump({"weight": Payload()}, handle)
-    with pytest.raises(CheckpointError, match="pytorch_model.bin: refused to load a pickle"):
+    with pytest.raises(CheckpointError, match="pytorch_model.bin: refused: not a weights-only pickle"):
         load_state_dict(path)
     assert "this must never run" not in capsys.readouterr().out
 
@@ -77,6 +77,39 @@ def test_bin_checkpoint_folder_loads(tmp_path):
     model.config.save_pretrained(folder)
     torch.save(model.state_dict(), folder / "pytorch_model.bin")
     loaded = AutoModel.from_pretrained(folder)
+    assert torch.equal(loaded.embeddings.word_embeddings.weight, model.embeddings.word_embeddings.weight)
+
+
+def test_empty_or_truncated_bin_is_a_corrupt_checkpoint(tmp_path):
+    model = tiny(tmp_path / "src")
+    torch.save(model.state_dict(), tmp_path / "whole.bin")
+    for name, data in [("empty.bin", b""), ("cut.bin", (tmp_path / "whole.bin").read_bytes()[:300])]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CheckpointError, match=rf"{name}: (corrupt|refused)"):
+            load_state_dict(tmp_path / name)
+
+
+def test_sharded_bin_folder_loads(tmp_path):
+    model = tiny(tmp_path / "src")
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    model.config.save_pretrained(folder)
+    state = model.state_dict()
+    names = sorted(state)
+    halves = {"pytorch_model-00001-of-00002.bin": names[: len(names) // 2],
+              "pytorch_model-00002-of-00002.bin": names[len(names) // 2:]}
+    for shard, keys in halves.items():
+        torch.save({key: state[key] for key in keys}, folder / shard)
+    weight_map = {key: shard for shard, keys in halves.items() for key in keys}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    loaded = AutoModel.from_pretrained(folder)  # the folder check used to find no weights here
+    assert torch.equal(loaded.embeddings.word_embeddings.weight, model.embeddings.word_embeddings.weight)
+    assert load_folder_weights(folder).keys() == state.keys()
+
+
+def test_subfolder_is_checked_where_the_model_is(tmp_path):
+    model = tiny(tmp_path / "run" / "final")
+    loaded = AutoModel.from_pretrained(tmp_path / "run", subfolder="final")
     assert torch.equal(loaded.embeddings.word_embeddings.weight, model.embeddings.word_embeddings.weight)
 
 

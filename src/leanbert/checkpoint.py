@@ -34,31 +34,37 @@ def read_config(folder: str | os.PathLike) -> dict:
 
 
 def find_weights(folder: str | os.PathLike) -> Path:
+    """The folder's weights file, or the index of its shards (`load_folder_weights` reads either)."""
     folder = Path(folder)
-    for name in WEIGHT_FILES:
+    for name in WEIGHT_FILES + INDEX_FILES:
         if (folder / name).is_file():
             return folder / name
     sharded = sorted(folder.glob("model-*.safetensors"))
     if sharded:
         return sharded[0]
-    raise CheckpointError(f"{folder}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
+    raise CheckpointError(f"{folder}: no weights found (looked for {', '.join(WEIGHT_FILES + INDEX_FILES)})")
+
+
+def _shards(index: Path) -> list[Path]:
+    """The shard files a `*.index.json` lists, each checked to exist."""
+    try:
+        names = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+    except (json.JSONDecodeError, KeyError, AttributeError, TypeError):
+        raise CheckpointError(f"{index}: not a shard index (needs a 'weight_map' of tensor -> file)") from None
+    for name in names:
+        if not (index.parent / name).is_file():
+            raise CheckpointError(f"{index}: lists shard {name}, which is missing")
+    return [index.parent / name for name in names]
 
 
 def load_folder_weights(folder: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Every tensor of a checkpoint folder: one weights file, or the shards its index lists."""
     folder = Path(folder)
     for name in INDEX_FILES:
-        index = folder / name
-        if index.is_file():
-            try:
-                shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-            except (json.JSONDecodeError, KeyError, AttributeError, TypeError):
-                raise CheckpointError(f"{index}: not a shard index (needs a 'weight_map' of tensor -> file)") from None
+        if (folder / name).is_file():
             state = {}
-            for shard in shards:
-                if not (folder / shard).is_file():
-                    raise CheckpointError(f"{index}: lists shard {shard}, which is missing")
-                state.update(load_state_dict(folder / shard))
+            for shard in _shards(folder / name):
+                state.update(load_state_dict(shard))
             return state
     return load_state_dict(find_weights(folder))
 
@@ -73,16 +79,20 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{path}: corrupt safetensors file ({err})") from None
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+    except pickle.UnpicklingError as err:  # torch says the same for a corrupt file and for code in it
         raise CheckpointError(
-            f"{path}: refused to load a pickle that is not weights-only (it would run arbitrary code). "
-            f"Convert it to safetensors in a trusted environment. Detail: {str(err).splitlines()[0]}"
+            f"{path}: refused: not a weights-only pickle (corrupt, or it would run arbitrary code to load). "
+            f"Convert it to safetensors in a trusted environment. Detail: {_first_line(err)}"
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({str(err).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError) as err:
+        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({_first_line(err)})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: not a state dict of tensors (got {type(state).__name__})")
     return state
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).splitlines() or [type(err).__name__])[0]
 
 
 def load_config(name_or_path: str | os.PathLike, label: str = ""):
@@ -105,6 +115,9 @@ def check_checkpoint_folder(folder: str | os.PathLike) -> None:
     """Fail early, naming the file, when a local folder lacks a usable config or weights."""
     read_config(folder)
     weights = find_weights(folder)
+    if weights.name in INDEX_FILES:
+        _shards(weights)
+        return
     if weights.suffix == ".safetensors":
         try:
             with open(weights, "rb") as handle:

@@ -48,7 +48,7 @@ class LeanBertPreTrainedModel(PreTrainedModel):
         """As transformers', but a local folder is checked first so that a missing or corrupt config or
         weights file, or a pickle that is not weights-only, fails with one error naming the file."""
         if isinstance(pretrained_model_name_or_path, (str, os.PathLike)) and os.path.isdir(pretrained_model_name_or_path):
-            check_checkpoint_folder(pretrained_model_name_or_path)
+            check_checkpoint_folder(os.path.join(pretrained_model_name_or_path, kwargs.get("subfolder") or ""))
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def train(self, mode: bool = True):
