@@ -47,11 +47,11 @@ def test_new_storage_through_data_rebuilds():
 def test_the_cached_storage_stays_alive_so_its_address_cannot_return():
     """A storage freed while cached could be reused at the same address with other values."""
     weight, cache = nn.Parameter(torch.randn(256, 256)), DerivedWeight()
-    transposed(cache, weight)
-    first = weight.data_ptr()
-    for value in range(1, 6):  # swap storages back and forth: the allocator would reuse `first`
+    for value in range(1, 6):  # swap storages back and forth: the allocator would reuse the last address
+        transposed(cache, weight)
+        cached = weight.data_ptr()  # only the cache still holds this storage after the swap
         weight.data = torch.full((256, 256), float(value))
-        assert weight.data_ptr() != first
+        assert weight.data_ptr() != cached
         assert torch.equal(transposed(cache, weight), torch.full((256, 256), float(value)))
 
 
