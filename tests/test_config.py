@@ -37,6 +37,16 @@ def test_round_trips_through_json_and_autoconfig(tmp_path):
         (dict(position_embedding_type="rotary"), "position_embedding_type", "'absolute'"),
         (dict(ffn_type="fff", fff_depth=-1), "fff_depth", "0 to 20"),
         (dict(ffn_type="fff", fff_trees=0), "fff_trees", "positive"),
+        (dict(embedding_type=["dense"]), "embedding_type", "'dense'"),
+        (dict(type_vocab_size=1.5), "type_vocab_size", "int >= 0"),
+        (dict(use_bias="no"), "use_bias", "True or False"),
+        (dict(final_norm=None), "final_norm", "True or False"),
+        (dict(hidden_act="nope"), "hidden_act", "'gelu'"),
+        (dict(pad_token_id=40000), "pad_token_id", "vocab_size=30522"),
+        (dict(hidden_dropout_prob=None), "hidden_dropout_prob", "0 <= p < 1"),
+        (dict(classifier_dropout=1.5), "classifier_dropout", "(or None)"),
+        (dict(layer_norm_eps=-1.0), "layer_norm_eps", "positive number"),
+        (dict(initializer_range=-1.0), "initializer_range", "non-negative number"),
     ],
 )
 def test_invalid_configs_name_field_value_and_allowed(kwargs, field, allowed):
@@ -47,3 +57,15 @@ def test_invalid_configs_name_field_value_and_allowed(kwargs, field, allowed):
     assert allowed in message
     value = list(kwargs.values())[-1] if field != "hash_projections" else kwargs.get("hash_projections")
     assert repr(value) in message or str(value) in message
+
+
+def test_fields_given_to_from_pretrained_are_checked_before_a_model_is_built(tmp_path):
+    from transformers import AutoModel
+
+    from leanbert import LeanBertModel
+
+    LeanBertModel(LeanBertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=32)).save_pretrained(tmp_path)
+    # transformers sets these after the config's own check; the model used to fall back to "cls"
+    with pytest.raises(ValueError, match=r"LeanBertConfig.pooler_type='max'; allowed"):
+        AutoModel.from_pretrained(tmp_path, pooler_type="max")

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
 
 
 class LeanBertConfig(PreTrainedConfig):
@@ -109,15 +110,30 @@ class LeanBertConfig(PreTrainedConfig):
 
         for field, registry in REGISTRIES.items():
             value = getattr(self, field)
-            if value not in registry:
+            if not isinstance(value, str) or value not in registry:
                 raise ValueError(
                     f"LeanBertConfig.{field}={value!r} is not a known component; allowed: {registry.names()}"
                 )
         for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                       "intermediate_size", "max_position_embeddings"):
             _require_positive_int(field, getattr(self, field))
-        if self.type_vocab_size < 0:
-            raise ValueError(f"LeanBertConfig.type_vocab_size={self.type_vocab_size!r} must be >= 0")
+        if isinstance(self.type_vocab_size, bool) or not isinstance(self.type_vocab_size, int) or self.type_vocab_size < 0:
+            raise ValueError(f"LeanBertConfig.type_vocab_size={self.type_vocab_size!r}; allowed: an int >= 0")
+        for field in _BOOL_FIELDS:
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"LeanBertConfig.{field}={getattr(self, field)!r}; allowed: True or False")
+        if self.hidden_act not in ACT2FN:
+            raise ValueError(f"LeanBertConfig.hidden_act={self.hidden_act!r}; allowed: a transformers activation "
+                             f"such as {sorted(ACT2FN)[:6]}")
+        if self.pad_token_id is not None and (isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int)
+                                              or not 0 <= self.pad_token_id < self.vocab_size):
+            raise ValueError(f"LeanBertConfig.pad_token_id={self.pad_token_id!r}; allowed: None or an int in "
+                             f"[0, vocab_size={self.vocab_size})")
+        for field in ("layer_norm_eps", "initializer_range"):
+            value = getattr(self, field)
+            if not _is_number(value) or value < 0 or (field == "layer_norm_eps" and value == 0):
+                raise ValueError(f"LeanBertConfig.{field}={value!r}; allowed: a "
+                                 f"{'positive' if field == 'layer_norm_eps' else 'non-negative'} number")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"LeanBertConfig.hidden_size={self.hidden_size} is not divisible by "
@@ -130,10 +146,13 @@ class LeanBertConfig(PreTrainedConfig):
                     "a positive int (the width k of the vocab x k table)"
                 )
             _require_positive_int("hash_projections", self.hash_projections)
-        for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        for field in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
             value = getattr(self, field)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"LeanBertConfig.{field}={value!r}; allowed: 0 <= p < 1")
+            if field == "classifier_dropout" and value is None:
+                continue
+            if not _is_number(value) or not 0.0 <= value < 1.0:
+                raise ValueError(f"LeanBertConfig.{field}={value!r}; allowed: a number p with 0 <= p < 1"
+                                 + (" (or None)" if field == "classifier_dropout" else ""))
         _require_choice("norm_scheme", self.norm_scheme, ("post", "pre"))
         _require_choice("pooler_type", self.pooler_type, ("cls", "avg"))
         # each registered component may check its own parameters
@@ -141,6 +160,14 @@ class LeanBertConfig(PreTrainedConfig):
             check = getattr(registry.get(getattr(self, field)), "validate_config", None)
             if check is not None:
                 check(self)
+
+
+_BOOL_FIELDS = ("tie_word_embeddings", "embedding_norm", "final_norm", "use_bias", "mlm_head_transform",
+                "mlm_decoder_bias", "sparse_prediction")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _require_positive_int(field: str, value: Any) -> None:

@@ -43,6 +43,11 @@ class LeanBertPreTrainedModel(PreTrainedModel):
     # our losses are plain means: Trainer must not pass num_items_in_batch or skip its own scaling
     accepts_loss_kwargs = False
 
+    def __init__(self, config: LeanBertConfig, *args, **kwargs):
+        # from_pretrained(..., field=value) sets config fields after the config's own check: check again
+        config.validate_leanbert()
+        super().__init__(config, *args, **kwargs)
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """As transformers', but a local folder is checked first so that a missing or corrupt config or
