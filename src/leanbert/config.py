@@ -117,23 +117,17 @@ class LeanBertConfig(PreTrainedConfig):
         for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                       "intermediate_size", "max_position_embeddings"):
             _require_positive_int(field, getattr(self, field))
-        if isinstance(self.type_vocab_size, bool) or not isinstance(self.type_vocab_size, int) or self.type_vocab_size < 0:
-            raise ValueError(f"LeanBertConfig.type_vocab_size={self.type_vocab_size!r}; allowed: an int >= 0")
+        _require(self, "type_vocab_size", _is_int(self.type_vocab_size) and self.type_vocab_size >= 0, "an int >= 0")
         for field in _BOOL_FIELDS:
-            if not isinstance(getattr(self, field), bool):
-                raise ValueError(f"LeanBertConfig.{field}={getattr(self, field)!r}; allowed: True or False")
-        if self.hidden_act not in ACT2FN:
-            raise ValueError(f"LeanBertConfig.hidden_act={self.hidden_act!r}; allowed: a transformers activation "
-                             f"such as {sorted(ACT2FN)[:6]}")
-        if self.pad_token_id is not None and (isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int)
-                                              or not 0 <= self.pad_token_id < self.vocab_size):
-            raise ValueError(f"LeanBertConfig.pad_token_id={self.pad_token_id!r}; allowed: None or an int in "
-                             f"[0, vocab_size={self.vocab_size})")
-        for field in ("layer_norm_eps", "initializer_range"):
-            value = getattr(self, field)
-            if not _is_number(value) or value < 0 or (field == "layer_norm_eps" and value == 0):
-                raise ValueError(f"LeanBertConfig.{field}={value!r}; allowed: a "
-                                 f"{'positive' if field == 'layer_norm_eps' else 'non-negative'} number")
+            _require(self, field, isinstance(getattr(self, field), bool), "True or False")
+        _require(self, "hidden_act", isinstance(self.hidden_act, str) and self.hidden_act in ACT2FN,
+                 f"a transformers activation such as {sorted(ACT2FN)[:6]}")
+        _require(self, "pad_token_id", self.pad_token_id is None
+                 or (_is_int(self.pad_token_id) and 0 <= self.pad_token_id < self.vocab_size),
+                 f"None or an int in [0, vocab_size={self.vocab_size})")
+        _require(self, "layer_norm_eps", _is_number(self.layer_norm_eps) and self.layer_norm_eps > 0, "a positive number")
+        _require(self, "initializer_range", _is_number(self.initializer_range) and self.initializer_range >= 0,
+                 "a non-negative number")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"LeanBertConfig.hidden_size={self.hidden_size} is not divisible by "
@@ -146,13 +140,10 @@ class LeanBertConfig(PreTrainedConfig):
                     "a positive int (the width k of the vocab x k table)"
                 )
             _require_positive_int("hash_projections", self.hash_projections)
-        for field in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
-            value = getattr(self, field)
-            if field == "classifier_dropout" and value is None:
-                continue
-            if not _is_number(value) or not 0.0 <= value < 1.0:
-                raise ValueError(f"LeanBertConfig.{field}={value!r}; allowed: a number p with 0 <= p < 1"
-                                 + (" (or None)" if field == "classifier_dropout" else ""))
+        for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            _require(self, field, _is_probability(getattr(self, field)), "a number p with 0 <= p < 1")
+        _require(self, "classifier_dropout", self.classifier_dropout is None or _is_probability(self.classifier_dropout),
+                 "a number p with 0 <= p < 1 (or None)")
         _require_choice("norm_scheme", self.norm_scheme, ("post", "pre"))
         _require_choice("pooler_type", self.pooler_type, ("cls", "avg"))
         # each registered component may check its own parameters
@@ -166,8 +157,21 @@ _BOOL_FIELDS = ("tie_word_embeddings", "embedding_norm", "final_norm", "use_bias
                 "mlm_decoder_bias", "sparse_prediction")
 
 
+def _require(config: LeanBertConfig, field: str, holds: bool, allowed: str) -> None:
+    if not holds:
+        raise ValueError(f"LeanBertConfig.{field}={getattr(config, field)!r}; allowed: {allowed}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_probability(value: Any) -> bool:
+    return _is_number(value) and 0.0 <= value < 1.0
 
 
 def _require_positive_int(field: str, value: Any) -> None:

@@ -417,8 +417,8 @@ def available_tasks(
 ) -> tuple[list[str], dict[str, str]]:
     """Split ``tasks`` (default: all of GLUE) into those with data and those skipped, with the reason.
 
-    A task is present when all its validation splits exist (and ``train``,
-    when ``require_train``): mnli needs both matched and mismatched. Files are only located here, not parsed: call
+    A task is present when all its validation splits exist (mnli: matched and mismatched), and
+    ``train`` when ``require_train``. Files are only located here, not parsed: call
     :func:`load_glue_task` on each present task before training to validate.
     With ``data_dir=None`` (the hub) every task counts as present. Unknown task
     names raise :class:`DataError` rather than being skipped.

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import IO
 from pathlib import Path
+from typing import IO
 
 
 class DataError(ValueError):

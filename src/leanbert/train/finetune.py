@@ -72,8 +72,9 @@ def resolve_glue_dir(data_dir: str | os.PathLike | None) -> Path | None:
     root = find_data_root(None)
     if root is not None and (root / "glue").is_dir():
         return root / "glue"
-    if root is not None and named_data_root(None):
-        raise FileNotFoundError(f"{named_data_root(None)}: no glue folder; add it or unset the variable")
+    named = named_data_root(None)
+    if root is not None and named:
+        raise FileNotFoundError(f"{named}: no glue folder; add it or unset the variable")
     return None
 
 

@@ -4,8 +4,9 @@ What runs, in order:
 
 1. checks, with no side effect: the recipe (keys, value types, model config, TrainingArguments), a
    data root the user names (`--data-dir` or $LEANBERT_DATA: it must hold the corpus and tokenizer
-   the recipe leaves to it), the tokenizer against the model (`check_tokenizer_fits`, block_size <= max_position_embeddings), the output
-   folder (an existing run needs `--resume`; `--resume` needs a checkpoint);
+   the recipe leaves to it), the tokenizer against the model (`check_tokenizer_fits`, block_size <=
+   max_position_embeddings), the output folder (an existing run needs `--resume`; `--resume` needs a
+   checkpoint);
 2. the corpus -> packed blocks (`leanbert.data.corpus`, cached by `datasets`; rank 0 first under DDP);
 3. `Trainer` with `LeanBertForMaskedLM` (with labels it projects only the masked positions to the
    vocabulary), the MLM collator seeded per batch (`seeded_masking`, so `--resume` is exact), atomic
