@@ -301,3 +301,20 @@ def test_cache_settings_are_checked_when_the_recipe_is_read(tmp_path, teachers):
         _distill_recipe(tmp_path, teachers["mlm"], cache_dtype="float8")
     with pytest.raises(RecipeError, match="'distill.cache_top_k'=-1"):
         _distill_recipe(tmp_path, teachers["mlm"], cache_top_k=-1)
+
+
+def test_a_damaged_cache_file_is_recomputed_and_replaced(tmp_path):
+    from leanbert.train.teacher_cache import CacheLayout, TeacherCache
+
+    cache = TeacherCache(tmp_path, CacheLayout(teacher="t", mode="hidden", top_k=0, dtype="float32",
+                                               teacher_layers=(1,)))
+    inputs, selected = {"input_ids": torch.arange(6).reshape(1, 6)}, torch.ones(6, dtype=torch.bool)
+    targets = {"hidden.1": torch.randn(6, 4)}
+    cache.get(inputs, selected, lambda: targets)
+    path = next(tmp_path.glob("*/*.safetensors"))
+    path.write_bytes(path.read_bytes()[:20])  # cut short, as a full disk might leave it
+    with pytest.warns(UserWarning, match="unreadable cached teacher targets"):
+        again = cache.get(inputs, selected, lambda: targets)
+    assert torch.equal(again["hidden.1"], targets["hidden.1"]) and (cache.hits, cache.misses) == (0, 2)
+    assert torch.equal(cache.get(inputs, selected, lambda: None)["hidden.1"], targets["hidden.1"])
+    assert cache.hits == 1

@@ -32,11 +32,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from leanbert.atomic_io import atomic_file, atomic_write_json
@@ -142,8 +144,13 @@ class TeacherCache:
         """The stored targets of this batch; on a miss `compute()` runs and its result is stored first."""
         path = self.path_for(batch_key(inputs, selected))
         if path.is_file():
-            self.hits += 1
-            return load_file(path)
+            try:
+                stored = load_file(path)
+            except (SafetensorError, OSError) as err:  # a damaged file: recompute and replace it
+                warnings.warn(f"{path}: unreadable cached teacher targets ({err}); recomputing them")
+            else:
+                self.hits += 1
+                return stored
         self.misses += 1
         stored = to_stored(compute(), self.layout)
         with atomic_file(path) as tmp:
