@@ -45,7 +45,8 @@ CASES = [
 
 
 @pytest.mark.parametrize("bert_class, auto, expected_class, fields", CASES)
-@pytest.mark.parametrize("config_overrides", [dict(), dict(type_vocab_size=1, vocab_size=301, hidden_act="gelu_new")])
+@pytest.mark.parametrize("config_overrides", [dict(), dict(type_vocab_size=1, vocab_size=301, hidden_act="gelu_new"),
+                                              dict(tie_word_embeddings=False)])
 def test_converted_checkpoint_reproduces_transformers(tmp_path, bert_class, auto, expected_class, fields,
                                                       config_overrides):
     torch.manual_seed(0)

@@ -2,7 +2,8 @@
 
 The mapping is one-to-one except attention: BERT's separate query/key/value projections are
 concatenated into leanbert's fused `qkv` (one GEMM instead of three), and the MLM decoder, tied to
-the word embeddings in BERT, is the embedding's own `decode` in leanbert.
+the word embeddings in BERT, is the embedding's own `decode` in leanbert. An untied BERT
+(`tie_word_embeddings=False`) keeps its own decoder, as leanbert's untied head does.
 """
 
 from __future__ import annotations
@@ -57,16 +58,25 @@ def leanbert_config_from_bert(bert: BertConfig) -> LeanBertConfig:
         initializer_range=bert.initializer_range, layer_norm_eps=bert.layer_norm_eps,
         pad_token_id=bert.pad_token_id, classifier_dropout=bert.classifier_dropout,
         num_labels=bert.num_labels, id2label=bert.id2label, label2id=bert.label2id, problem_type=bert.problem_type,
+        tie_word_embeddings=bert.tie_word_embeddings,
     )
 
 
-def bert_state_dict_to_leanbert(state: dict[str, torch.Tensor], num_layers: int, task_model: bool) -> dict:
-    """Rename BERT keys to leanbert keys and fuse q/k/v. `task_model` adds the `leanbert.` prefix."""
+def bert_state_dict_to_leanbert(state: dict[str, torch.Tensor], num_layers: int, task_model: bool,
+                                tied: bool = True) -> dict:
+    """Rename BERT keys to leanbert keys and fuse q/k/v. `task_model` adds the `leanbert.` prefix;
+    `tied` (BERT's `tie_word_embeddings`) drops the decoder, which must equal the word embeddings."""
     out: dict[str, torch.Tensor] = {}
     decoder = state.get("cls.predictions.decoder.weight")
     word = state.get("bert.embeddings.word_embeddings.weight", state.get("embeddings.word_embeddings.weight"))
-    if decoder is not None and word is not None and not torch.equal(decoder, word):
-        raise CheckpointError("the BERT MLM decoder is not tied to the word embeddings; leanbert's MLM head is tied")
+    if tied and decoder is not None and word is not None and not torch.equal(decoder, word):
+        raise CheckpointError("the BERT MLM decoder differs from the word embeddings, but its config says "
+                              "tie_word_embeddings=True")
+    if not tied and decoder is not None:
+        out["cls.decoder.weight"] = decoder
+    # BERT's forward adds the decoder's own bias; `cls.predictions.bias` is that tensor only when tied
+    if "cls.predictions.decoder.bias" in state:
+        out["cls.bias"] = state["cls.predictions.decoder.bias"]
     base = "leanbert." if task_model else ""
     for key, tensor in state.items():
         if key.endswith(_DROPPED) or key.startswith(_DROPPED) or key == "cls.predictions.decoder.weight":
@@ -77,7 +87,7 @@ def bert_state_dict_to_leanbert(state: dict[str, torch.Tensor], num_layers: int,
         is_base = key.startswith("bert.") or not key.startswith(("cls.", "classifier."))
         for pattern, replacement in _RENAMES:
             inner = re.sub(pattern, replacement, inner)
-        out[(base if is_base else "") + inner] = tensor
+        out.setdefault((base if is_base else "") + inner, tensor)  # cls.bias may hold the decoder's already
     prefix = "bert." if any(k.startswith("bert.") for k in state) else ""
     for layer in range(num_layers):
         for kind in ("weight", "bias"):
@@ -104,7 +114,8 @@ def convert_bert(src: str | os.PathLike, out: str | os.PathLike):
     target_class = _TARGETS[architecture]
     model = target_class(leanbert_config_from_bert(bert_config))
     state = bert_state_dict_to_leanbert(
-        bert_model.state_dict(), bert_config.num_hidden_layers, task_model=target_class is not LeanBertModel
+        bert_model.state_dict(), bert_config.num_hidden_layers, task_model=target_class is not LeanBertModel,
+        tied=bert_config.tie_word_embeddings,
     )
     if model.base_model.pooler is None:  # BertForPreTraining's pooler serves its NSP head, which is dropped
         state = {k: v for k, v in state.items() if ".pooler." not in f".{k}"}
