@@ -318,3 +318,15 @@ def test_a_damaged_cache_file_is_recomputed_and_replaced(tmp_path):
     assert torch.equal(again["hidden.1"], targets["hidden.1"]) and (cache.hits, cache.misses) == (0, 2)
     assert torch.equal(cache.get(inputs, selected, lambda: None)["hidden.1"], targets["hidden.1"])
     assert cache.hits == 1
+
+
+def test_no_projection_without_its_loss_term(tmp_path, teachers):
+    """A parameter that gets no gradient would stop DDP (find_unused_parameters=False)."""
+    from safetensors.torch import load_file
+
+    recipe = _distill_recipe(tmp_path, teachers["encoder"], hidden_weight=0.0, mlm_weight=1.0)
+    recipe.training["max_steps"] = 2
+    recipe.training["save_steps"] = 2
+    run_distillation(recipe, output_dir=str(tmp_path / "run"))
+    saved = load_file(tmp_path / "run" / "checkpoint-2" / "model.safetensors")
+    assert saved and not any(key.startswith("hidden_projection.") for key in saved)

@@ -352,7 +352,8 @@ def run_distillation(recipe: Recipe, *, data_dir: str | None = None, output_dir:
     cache = open_teacher_cache(recipe.distill, teacher, mode, plan.config.num_hidden_layers)
     train, validation = load_blocks(plan)
     set_seed(plan.args.seed)
-    teacher_hidden = teacher.config.hidden_size if mode == "hidden" else None
+    # the projection exists only when its loss term does: DDP refuses parameters that get no gradient
+    teacher_hidden = teacher.config.hidden_size if mode == "hidden" and recipe.distill.hidden_weight > 0 else None
     student = DistillationStudent(plan.config, teacher_hidden_size=teacher_hidden)
     trainer = make_trainer(plan, student, train, validation, trainer_class=DistillationTrainer,
                            teacher=teacher, mode=mode, distill=recipe.distill, cache=cache)
