@@ -136,9 +136,11 @@ def test_unknown_preset_and_bad_config_values_name_the_file(tmp_path):
         build_model_config(load_recipe(path))
 
 
-def test_keys_leanbert_sets_itself_are_refused(tmp_path):
-    path = _write(tmp_path, _minimal(training={"output_dir": "elsewhere"}))
-    with pytest.raises(RecipeError, match="'training.output_dir' is set by leanbert"):
+@pytest.mark.parametrize("key, value", [("output_dir", "elsewhere"), ("dataloader_persistent_workers", True)])
+def test_keys_leanbert_sets_itself_are_refused(tmp_path, key, value):
+    # persistent workers would freeze the masking epoch at the one they started in
+    path = _write(tmp_path, _minimal(training={key: value}))
+    with pytest.raises(RecipeError, match=f"'training.{key}' is set by leanbert"):
         load_recipe(path)
 
 

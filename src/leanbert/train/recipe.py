@@ -145,6 +145,8 @@ TRAINING_KEYS_SET_BY_LEANBERT = {
     "output_dir": "use the top-level 'output_dir' (or --output-dir)",
     "remove_unused_columns": "the MLM collator needs the block columns (word_start, block_index)",
     "prediction_loss_only": "evaluation reports the held-out MLM loss and perplexity only",
+    # persistent workers keep the collator copy they started with, so its epoch (masking key) would freeze
+    "dataloader_persistent_workers": "the masks change each epoch through the collator, which workers must re-read",
 }
 
 
