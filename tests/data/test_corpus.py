@@ -89,6 +89,8 @@ BAD_FILES = [  # (file name, contents, the DataError it gives)
     # JSON Lines under a .json name, as the datasets json reader allows
     ("docs.json", b'{"text": "one"}\n{"text": broken\n{"text": "three"}\n', r"docs\.json:2: not valid JSON"),
     ("array.json", b'[{"text": "one"}, {"text": ]', r"array\.json: not readable as JSON: "),
+    ("numbers.json", b'[{"text": "a b"}, {"text": 5}]', r"numbers\.json: row 2: 'text' must be a string"),
+    ("numbers.csv", b"text\n1\n2\n", r"numbers\.csv: row 1: 'text' must be a string"),
 ]
 
 
@@ -100,9 +102,10 @@ def test_bad_corpus_file_is_an_error_naming_it(tmp_path, name, contents, message
         load_corpus(path, cache_dir=tmp_path / "cache")
 
 
-def test_json_array_corpus(tmp_path):
+@pytest.mark.parametrize("lead", ["", "\n  "])  # whitespace before the array is still an array
+def test_json_array_corpus(tmp_path, lead):
     array = tmp_path / "array.json"
-    array.write_text('[{"text": "one"}, {"text": "two"}]')
+    array.write_text(lead + '[{"text": "one"}, {"text": "two"}]')
     assert load_corpus(array, cache_dir=tmp_path / "cache")["text"] == ["one", "two"]
 
 

@@ -148,14 +148,20 @@ def _check_row_texts(documents: Dataset, text_column: str, where: str) -> None:
     for batch in documents.select_columns([text_column]).iter(batch_size=10_000):
         for text in batch[text_column]:
             row += 1
-            if text is None or not str(text).strip():
+            if text is None:  # an empty CSV cell
                 raise DataError(f"{where}: row {row}: empty '{text_column}'")
+            require_text({text_column: text}, text_column, f"{where}: row {row}")
 
 
 def _is_json_lines(path: Path) -> bool:
-    """Whether the `datasets` json builder reads this .json file as JSON Lines: it does unless it starts with '['."""
+    """Whether the `datasets` json builder reads this .json file as JSON Lines: it does unless its first
+    character other than a byte-order mark or whitespace is '['."""
     with path.open("rb") as source:
-        return not source.read(4).removeprefix(b"\xef\xbb\xbf").startswith(b"[")
+        while chunk := source.read(4096):
+            head = chunk.removeprefix(b"\xef\xbb\xbf").lstrip()
+            if head:
+                return not head.startswith(b"[")
+    return True
 
 
 def _load_data_file(builder: str, path: Path, cache_dir: str | None) -> Dataset:
