@@ -101,3 +101,11 @@ def test_train_wordpiece_cased_keeps_case(small_gutenberg, tmp_path):
 def test_train_wordpiece_rejects_missing_corpus(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.txt"):
         train_wordpiece([tmp_path / "nope.txt"], vocab_size=100, out_dir=tmp_path / "out")
+
+
+def test_train_wordpiece_refuses_a_vocab_smaller_than_the_corpus_alphabet(tmp_path):
+    corpus = tmp_path / "chars.txt"
+    corpus.write_text("".join(chr(0x4E00 + i) * 3 + " " for i in range(300)) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"vocab_size 100 is too small for this corpus: .* set vocab_size >= \d+"):
+        train_wordpiece([corpus], vocab_size=100, out_dir=tmp_path / "tok")
+    assert not (tmp_path / "tok").exists()

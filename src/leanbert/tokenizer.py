@@ -118,6 +118,12 @@ def train_wordpiece(
         show_progress=False,
     )
     wordpiece.train([str(p) for p in paths], trainer)
+    # WordPiece keeps every character it saw (and its ## form) even past vocab_size
+    if wordpiece.get_vocab_size() > vocab_size:
+        raise ValueError(
+            f"vocab_size {vocab_size} is too small for this corpus: its characters alone give "
+            f"{wordpiece.get_vocab_size()} tokens; set vocab_size >= {wordpiece.get_vocab_size()}"
+        )
 
     # BertTokenizer adds the [CLS] $A [SEP] / [CLS] $A [SEP] $B [SEP] post-processor
     # and the config that makes AutoTokenizer pick the BERT class on reload.
