@@ -90,6 +90,20 @@ def test_jsonl_log_with_a_cut_line_and_missing_fields(tmp_path):
     assert (out / "loss.png").is_file() and not (out / "learning_rate.png").exists()
 
 
+def test_nonfinite_losses_and_resumed_summaries_are_reported_as_they_are(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    history = [{"loss": 5.0 - step, "step": step} for step in (1, 2)] + [
+        {"loss": float("nan"), "step": 3}, {"train_loss": 3.5, "train_runtime": 9.0, "step": 3}]
+    (run / "log_history.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in history))
+    (run / "metrics.json").write_text(json.dumps({"eval_loss": 800.0, "eval_perplexity": float("inf"),
+                                                  "train_loss_first_step": 3}))
+    text = write_report(run).read_text()
+    assert "| **NaN or inf loss logged** (steps) | 3 |" in text
+    assert "| held-out perplexity (metrics.json) | inf |" in text  # it used to be left out, with the loss row
+    assert "| mean training loss (steps 3 on, since --resume) | 3.5 |" in text
+
+
 def test_curves_skip_the_summary_and_fall_back_to_the_running_average():
     entries = [{"loss": 3.0, "step": 1, "train_tokens_per_second": 500.0},
                {"loss": 2.0, "step": 2, "train_tokens_per_second": 700.0},

@@ -88,13 +88,24 @@ def load_log_history(run_dir: str | os.PathLike) -> LogHistory:
     return LogHistory()
 
 
-def _number(value) -> float | None:
+def _number(value, finite: bool = True) -> float | None:
+    """value as a float (None when it is not a number); NaN and inf only with finite=False."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         try:
             value = float(value)  # Trainer's printed logs are strings; a hand-written jsonl may copy them
         except (TypeError, ValueError):
             return None
-    return float(value) if math.isfinite(value) else None
+    return float(value) if math.isfinite(value) or not finite else None
+
+
+def _nonfinite_loss_steps(entries: list[dict]) -> list[str]:
+    """Steps whose logged loss or eval loss is NaN or inf (the curves leave them out)."""
+    steps = []
+    for entry in entries:
+        values = [_number(entry.get(key), finite=False) for key in ("loss", "eval_loss")]
+        if not _is_summary(entry) and any(v is not None and not math.isfinite(v) for v in values):
+            steps.append(str(entry.get("step", "?")))
+    return steps
 
 
 def _is_summary(entry: dict) -> bool:
@@ -367,14 +378,20 @@ def write_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
                          f"{_fmt(max(curves['learning_rate'][1]))} / {_fmt(curves['learning_rate'][1][-1])}"))
         if "tokens_per_second" in curves:
             rows.append(("tokens/s (median over logs)", f"{statistics.median(curves['tokens_per_second'][1]):,.0f}"))
-        for key, label in (("train_runtime", "train runtime (s)"), ("train_loss", "mean training loss (whole run)"),
-                           ("num_input_tokens_seen", "tokens seen")):
-            if _number(summary.get(key)) is not None:
-                rows.append((label, _fmt(_number(summary[key]), ",.4g")))
+        nonfinite = _nonfinite_loss_steps(history.entries)
+        if nonfinite:
+            rows.append(("**NaN or inf loss logged** (steps)", ", ".join(nonfinite)))
+        # Trainer's summary covers the steps of its own call: after --resume, only the resumed ones
+        first = final_metrics.get("train_loss_first_step")
+        span = "whole run" if first in (None, 1) else f"steps {first} on, since --resume"
+        for key, label in (("train_runtime", f"train runtime (s; {span})"),
+                           ("train_loss", f"mean training loss ({span})"), ("num_input_tokens_seen", "tokens seen")):
+            if _number(summary.get(key), finite=False) is not None:
+                rows.append((label, _fmt(_number(summary[key], finite=False), ",.4g")))
         for key, label in (("eval_loss", f"held-out MLM loss ({METRICS_FILE_NAME})"),
                            ("eval_perplexity", f"held-out perplexity ({METRICS_FILE_NAME})")):
-            if _number(final_metrics.get(key)) is not None:
-                rows.append((label, _fmt(_number(final_metrics[key]), ",.4g")))
+            if _number(final_metrics.get(key), finite=False) is not None:
+                rows.append((label, _fmt(_number(final_metrics[key], finite=False), ",.4g")))
         lines += ["| quantity | value |", "|---|---|"] + [f"| {name} | {value} |" for name, value in rows] + [""]
         plots = [
             ("loss.png", "loss", "loss",
