@@ -68,3 +68,29 @@ def test_an_additive_mask_is_refused_not_inverted():
         LeanBertModel(tiny())(ids, attention_mask=torch.tensor([[0.0, 0.0, -10000.0, -10000.0]]))
     with torch.no_grad():  # a float 0/1 mask is fine
         LeanBertModel(tiny())(ids, attention_mask=torch.tensor([[1.0, 1.0, 0.0, 0.0]]))
+
+
+def test_autocast_inference_runs_the_plain_ops_as_with_autograd():
+    from leanbert import LeanBertModel
+    from leanbert.presets import preset_config
+
+    torch.manual_seed(0)
+    model = LeanBertModel(preset_config("bert-tiny", num_hidden_layers=1)).eval()
+    ids = torch.randint(5, 1000, (2, 9))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad():  # the fast paths used to run here in float32, ignoring autocast
+            fast = model(input_ids=ids).last_hidden_state
+        plain = model(input_ids=ids).last_hidden_state.detach()
+    torch.testing.assert_close(fast, plain)
+
+
+@pytest.mark.parametrize("preset", ["bert-tiny", "bert-hash-nano"])
+def test_inputs_embeds_are_rows_of_the_input_embeddings(preset):
+    from leanbert.presets import preset_config
+
+    torch.manual_seed(0)
+    model = LeanBertModel(preset_config(preset)).eval()
+    ids = torch.randint(5, 1000, (2, 7))
+    with torch.no_grad():  # the hash model used to take them as already projected, and failed
+        from_rows = model(inputs_embeds=model.get_input_embeddings()(ids)).last_hidden_state
+        torch.testing.assert_close(from_rows, model(input_ids=ids).last_hidden_state)

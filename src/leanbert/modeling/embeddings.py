@@ -81,6 +81,11 @@ class _TokenEmbeddings(nn.Module):
     def token(self, input_ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def from_table_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Token vectors (B, L, H) from rows of `word_embeddings` (what `inputs_embeds` holds, as in
+        transformers: `model(inputs_embeds=model.get_input_embeddings()(ids))` equals `model(ids)`)."""
+        return rows
+
     def decode(self, hidden: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -91,7 +96,7 @@ class _TokenEmbeddings(nn.Module):
         position_ids: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = self.token(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, H)
+        x = self.token(input_ids) if inputs_embeds is None else self.from_table_rows(inputs_embeds)  # (B, L, H)
         length = x.shape[1]
         if position_ids is None:
             if length > self.max_positions:
@@ -134,7 +139,10 @@ class HashEmbeddings(_TokenEmbeddings):
         self.projection = nn.Linear(config.hash_projections, config.hidden_size, bias=False)
 
     def token(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.word_embeddings(input_ids))  # (B, L, k) -> (B, L, H)
+        return self.from_table_rows(self.word_embeddings(input_ids))
+
+    def from_table_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.projection(rows)  # (B, L, k) -> (B, L, H)
 
     def decode(self, hidden: torch.Tensor) -> torch.Tensor:
         hashed = hidden @ self.projection.weight  # (..., H) @ (H, k) -> (..., k)

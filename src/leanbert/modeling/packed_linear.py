@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from leanbert.modeling.derived_weight import DerivedWeight
+from leanbert.modeling.fast_path import eager_float32_cpu_inference
 
 ACTIVATIONS = {None: ("none", None), "gelu": ("gelu", F.gelu)}
 
@@ -52,8 +53,8 @@ class PackedLinear(nn.Linear):
         return y if act is None else act(y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.use_packed and _AVAILABLE and not torch.is_grad_enabled()
-                and x.device.type == "cpu" and x.dtype == torch.float32 and self.weight.dtype == torch.float32):
+        if (self.use_packed and _AVAILABLE and eager_float32_cpu_inference(x) and self.weight.dtype == torch.float32
+                and (self.bias is None or self.bias.is_contiguous())):  # the op reads the bias as contiguous
             packed = self._packed.get(self.weight, _prepack)
             return torch.ops.mkldnn._linear_pointwise(
                 x, packed, self.bias, ACTIVATIONS[self.activation][0], [], "none"

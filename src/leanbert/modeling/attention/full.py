@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from leanbert.config import LeanBertConfig
 from leanbert.modeling.attention import native
+from leanbert.modeling.fast_path import eager_float32_cpu_inference
 from leanbert.modeling.packed_linear import PackedLinear
 from leanbert.modeling.registry import ATTENTION
 from leanbert.modeling.token_layout import TokenLayout
@@ -63,7 +64,7 @@ class FullAttention(nn.Module):
 
     def _native_applies(self, qkv: torch.Tensor, layout: TokenLayout) -> bool:
         length = layout.batch_shape[1] if layout.unpadded else qkv.shape[1]  # the longest sequence, at most
-        return (self.use_native and not torch.is_grad_enabled() and (not self.training or self.dropout_p == 0)
-                and qkv.device.type == "cpu" and qkv.dtype == torch.float32 and self.head_dim % 32 == 0
+        return (self.use_native and eager_float32_cpu_inference(qkv) and (not self.training or self.dropout_p == 0)
+                and self.head_dim % 32 == 0
                 and length <= native.MAX_LENGTH
                 and native.available())
