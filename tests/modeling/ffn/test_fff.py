@@ -322,3 +322,11 @@ def test_combine_rows_kernel_never_reads_its_output(n_visits):
     out.fill_(float("nan"))
     fff.fff_kernel._combine_rows_kernel(src.numpy(), rows.numpy(), coef.numpy(), order.numpy(), out.numpy())
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_autocast_keeps_the_kernels_out():
+    """The float32 kernels would ignore autocast; the gather path runs the autocast ops."""
+    torch.manual_seed(0)
+    layer, x = FastFeedForward(32, 3, 1, impl="kernel"), torch.randn(10, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(layer(x), layer.gather_forward(x))

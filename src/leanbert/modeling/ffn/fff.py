@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from leanbert.modeling.derived_weight import DerivedWeight
+from leanbert.modeling.fast_path import eager_float32_cpu
 
 try:
     from leanbert.modeling.ffn import fff_kernel
@@ -61,9 +62,10 @@ def route_from_logits(logits: torch.Tensor, depth: int) -> torch.Tensor:
 
 
 def _kernel_accepts(*tensors: torch.Tensor | None) -> bool:
-    """The kernels are compiled for float32 on CPU, and cannot run in a fork of a process that used them."""
+    """The kernels are compiled for float32 on CPU (eager, no autocast: `fast_path`), and cannot run in
+    a fork of a process that used them."""
     present = [t for t in tensors if t is not None]
-    return fff_kernel.usable() and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in present)
+    return fff_kernel.usable() and all(eager_float32_cpu(t) for t in present)
 
 
 class FastFeedForward(nn.Module):
