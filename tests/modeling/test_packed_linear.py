@@ -58,6 +58,7 @@ def test_packed_copy_is_not_carried_by_copies():
         torch.testing.assert_close(twin(x), twin.bias.expand(2, 8))
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's own use of torch.jit
 def test_autocast_and_compile_take_the_plain_path_and_a_strided_bias_is_read_right():
     torch.manual_seed(0)
     layer, x = PackedLinear(64, 64, activation="gelu"), torch.randn(8, 64)
