@@ -9,8 +9,9 @@ a fresh `torch.Generator` per batch, seeded from a hash of
 
 so a batch is masked the same way however it is reached: uninterrupted, after `--resume`, or with
 data-loader workers (not persistent ones: they keep the collator, and so the epoch, they started
-with; recipes may not set `dataloader_persistent_workers`). Masks still change from epoch to epoch (dynamic masking, as in RoBERTa), and
-evaluation uses the fixed epoch key `EVAL_EPOCH`, so every evaluation scores the same masked tokens.
+with; recipes may not set `dataloader_persistent_workers`). Masks still change from epoch to epoch
+(dynamic masking, as in RoBERTa), and evaluation uses the fixed epoch key `EVAL_EPOCH`, so every
+evaluation scores the same masked tokens.
 
 Cost: one 16-byte BLAKE2 hash and one generator seed per batch (microseconds).
 """
