@@ -64,8 +64,9 @@ def test_cls_pooling_reads_the_first_real_token_whatever_the_padding_side():
 
 def test_an_additive_mask_is_refused_not_inverted():
     ids = torch.randint(1, 100, (1, 4))
-    with pytest.raises(ValueError, match="negative values"):
-        LeanBertModel(tiny())(ids, attention_mask=torch.tensor([[0.0, 0.0, -10000.0, -10000.0]]))
+    for additive in (torch.tensor([[0.0, 0.0, -10000.0, -10000.0]]), torch.tensor([[0, 0, -10000, -10000]])):
+        with pytest.raises(ValueError, match="negative values"):  # an integer one too, not only float
+            LeanBertModel(tiny())(ids, attention_mask=additive)
     with torch.no_grad():  # a float 0/1 mask is fine
         LeanBertModel(tiny())(ids, attention_mask=torch.tensor([[1.0, 1.0, 0.0, 0.0]]))
 

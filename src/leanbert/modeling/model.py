@@ -126,7 +126,7 @@ def _padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     """(B, L) 0/1 -> (B, L) bool, or None when nothing is padded (attention then takes its maskless path)."""
     if attention_mask is None:
         return None
-    if attention_mask.is_floating_point() and bool((attention_mask < 0).any()):
+    if attention_mask.dtype != torch.bool and bool((attention_mask < 0).any()):  # float or integer
         raise ValueError("attention_mask must hold 1 (attend) and 0 (padding); this one has negative values, "
                          "as an additive mask (0 / -10000) would, which would read inverted")
     mask = attention_mask.bool()
