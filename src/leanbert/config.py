@@ -116,7 +116,7 @@ class LeanBertConfig(PreTrainedConfig):
                 )
         for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                       "intermediate_size", "max_position_embeddings"):
-            _require_positive_int(field, getattr(self, field))
+            _require(self, field, _is_int(getattr(self, field)) and getattr(self, field) > 0, "a positive int")
         _require(self, "type_vocab_size", _is_int(self.type_vocab_size) and self.type_vocab_size >= 0, "an int >= 0")
         for field in _BOOL_FIELDS:
             _require(self, field, isinstance(getattr(self, field), bool), "True or False")
@@ -139,13 +139,14 @@ class LeanBertConfig(PreTrainedConfig):
                     "LeanBertConfig.hash_projections=None: embedding_type='hash' needs hash_projections, "
                     "a positive int (the width k of the vocab x k table)"
                 )
-            _require_positive_int("hash_projections", self.hash_projections)
+            _require(self, "hash_projections", _is_int(self.hash_projections) and self.hash_projections > 0,
+                     "a positive int")
         for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             _require(self, field, _is_probability(getattr(self, field)), "a number p with 0 <= p < 1")
         _require(self, "classifier_dropout", self.classifier_dropout is None or _is_probability(self.classifier_dropout),
                  "a number p with 0 <= p < 1 (or None)")
-        _require_choice("norm_scheme", self.norm_scheme, ("post", "pre"))
-        _require_choice("pooler_type", self.pooler_type, ("cls", "avg"))
+        _require(self, "norm_scheme", self.norm_scheme in ("post", "pre"), str(["post", "pre"]))
+        _require(self, "pooler_type", self.pooler_type in ("cls", "avg"), str(["cls", "avg"]))
         # each registered component may check its own parameters
         for field, registry in REGISTRIES.items():
             check = getattr(registry.get(getattr(self, field)), "validate_config", None)
@@ -173,12 +174,3 @@ def _is_number(value: Any) -> bool:
 def _is_probability(value: Any) -> bool:
     return _is_number(value) and 0.0 <= value < 1.0
 
-
-def _require_positive_int(field: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"LeanBertConfig.{field}={value!r}; allowed: a positive int")
-
-
-def _require_choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"LeanBertConfig.{field}={value!r}; allowed: {list(allowed)}")

@@ -157,11 +157,10 @@ def _is_json_lines(path: Path) -> bool:
     """Whether the `datasets` json builder reads this .json file as JSON Lines: it does unless its first
     character other than a byte-order mark or whitespace is '['."""
     with path.open("rb") as source:
-        while chunk := source.read(4096):
-            head = chunk.removeprefix(b"\xef\xbb\xbf").lstrip()
-            if head:
-                return not head.startswith(b"[")
-    return True
+        chunk = source.read(4096).removeprefix(b"\xef\xbb\xbf")
+        while chunk and not chunk.strip():  # only whitespace so far
+            chunk = source.read(4096)
+    return not chunk.lstrip().startswith(b"[")
 
 
 def _load_data_file(builder: str, path: Path, cache_dir: str | None) -> Dataset:

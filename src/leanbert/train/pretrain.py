@@ -24,7 +24,6 @@ Cost: dominated by the model's forward/backward; data preparation is cached afte
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -32,7 +31,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainerState, TrainingArguments, set_seed
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
 from leanbert.atomic_io import atomic_directory, atomic_write_json, atomic_write_text
@@ -262,8 +262,7 @@ def execute(plan: RunPlan, trainer: PretrainTrainer, eval_dataset) -> dict:
 
 
 def _checkpoint_step(checkpoint: str) -> int:
-    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
-    return int(state["global_step"])
+    return TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_NAME)).global_step
 
 
 def _final_evaluation(trainer: PretrainTrainer) -> dict:

@@ -163,7 +163,6 @@ class Recipe:
     training: dict
     distill: DistillSection | None = None
     tree: dict = field(default_factory=dict)
-    lines: dict[str, int] = field(default_factory=dict)  # dotted key -> its line in the file
 
 
 def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), kind: str = "pretrain") -> Recipe:
@@ -297,7 +296,7 @@ def validate_recipe(tree: dict, path: str | os.PathLike, kind: str = "pretrain",
             raise RecipeError(f"{path}: 'distill.cache_top_k'={distill.cache_top_k}; allowed: >= 0 (0: all logits)")
     _check_data_values(data, path)
     return Recipe(path=path, kind=kind, source=source.strip(), output_dir=str(output_dir), model=model,
-                  data=data, training=dict(training), distill=distill, tree=tree, lines=lines)
+                  data=data, training=dict(training), distill=distill, tree=tree)
 
 
 def leanbert_config_fields() -> set[str]:
