@@ -3,13 +3,14 @@
     context_h = softmax(Q_h K_h^T / sqrt(d_h) + mask) V_h,   read from the fused QKV (B, L, 3H)
 
 The same numbers as `F.scaled_dot_product_attention` (to float32 rounding; tests compare the two),
-faster for short sequences because it reads Q, K and V straight from the projection's output and a
-head's K^T and V (2 L d_h floats) stay in L1. Measured on this project's 2-core AVX-512 CPU, 12
-heads of 64, against SDPA in the same process: 1.7x at 32 x 32, 1.3x at 16 x 64, 1.2x at 8 x 128
-(B x L); at L = 256 to 2048, where K^T and V outgrow L1, 0.9-1.07x. So `FullAttention` uses it up
-to MAX_LENGTH. `forward_unpadded` takes an unpadded batch (T, 3H) and each sequence's first row
-instead, so an unpadded encoder needs no (B, L) grid around its attention (SST-2 dev encoding 4-10%
-faster than scattering into the grid and gathering back). Inference only (no autograd, no dropout),
+faster for short sequences because it reads Q, K and V straight from the projection's output and keeps a
+head's K^T, then its V, in L1 while the scores and then the context are computed (a head's scores, L^2
+floats, stay in L2). Measured on this project's 2-core AVX-512 CPU, 12 heads of 64, against SDPA in the
+same process: 1.25-1.36x at 8 x 128 (B x L), 1.4x at 16 x 64, 1.35x at 32 x 32, 1.1x at L = 256 and
+512, 0.9x from L = 1024. So `FullAttention` uses it up to MAX_LENGTH (kept at 128, where the margin is
+widest). `forward_unpadded` takes an unpadded batch (T, 3H) and each sequence's first row instead, so
+an unpadded encoder needs no (B, L) grid around its attention (SST-2 dev encoding 4-10% faster than
+scattering into the grid and gathering back). Inference only (no autograd, no dropout),
 float32 on CPU, head size a multiple of 32, AVX-512 hosts; everywhere else SDPA serves. Built on
 first use (`native_build.NativeOps`).
 """

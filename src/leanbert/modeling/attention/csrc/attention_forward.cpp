@@ -5,33 +5,44 @@
 //     S = Q_h K_h^T / sqrt(Dh) (masked keys: -inf),   P = softmax_rows(S),   out_h = P V_h
 //
 // Cost per sequence and head: 4 L^2 Dh FLOPs and L^2 exponentials; memory: Q, K, V read once
-// (from the projection's output, likely in L3), out written once. Per (batch, head) task:
-//   pack     K_h^T (Dh, L) by 16 x 16 register transposes, and V_h (L, Dh) contiguously: rows of
+// (from the projection's output, likely in L3), out written once. Per (sequence, head) task, in phases:
+//   pack     K_h^T (Dh, Lp) by 16 x 16 register transposes, and V_h (L, Dh) contiguously: rows of
 //            the fused QKV are 3 C floats apart, and a 9 KB stride folds every row onto the same
 //            few L1 sets, so a head read in place thrashes L1 (measured: 1.3x slower in total).
-//   scores   8 query rows x 32 keys per register tile (16 accumulators; a K^T row pair and
-//            eight broadcasts per step), scaled on the way out, into an 8-row strip P (in L1).
-//   softmax  per row: mask (and the keys past L) to -inf and take the maximum in one pass, then
-//            a vector exp (Cephes' degree-6 polynomial, 2^n by scalef; below -87 an exact 0, never
-//            a denormal, which would cost a microcode assist per FMA in P V) and the row sum.
-//            The same pass flags a NaN or +inf score of any key j < L, masked ones included; such a
-//            row's context is NaN, as in SDPA (which adds its mask to the scores); the exp alone
-//            would map NaN to 0 and max_ps can drop it, hiding a NaN in Q or K.
-//   context  the same 8 x 32 tile over P and V_h, scaled by 1 / row sum on the way out (a NaN or
-//            inf in V reaches every row that reads it through the FMAs, as in SDPA).
-// Threads: PyTorch's intra-op pool (at::parallel_for) over the B x heads tasks.
+//            Lp is L padded to 32 keys.
+//   scores   S = Q K^T / sqrt(Dh) for all L rows (Lp^2 floats, in L2), 6 query rows x 64 keys per
+//            register tile (24 accumulators; four K^T vectors and six broadcasts per step; a last
+//            tile of 32 keys), with K^T in L1 throughout. The tile's epilogue scales, masks (and
+//            the keys past L) to -inf, keeps each row's maximum and flags a NaN or +inf score of
+//            any key j < L, masked ones included; such a row's context is NaN, as in SDPA (which
+//            adds its mask to the scores); the exp alone would map NaN to 0 and max_ps can drop it,
+//            hiding a NaN in Q or K. Meanwhile the Q, K and V rows of the thread's next task are
+//            prefetched into L2.
+//   softmax  per row: a vector exp of S - max (Cephes' degree-6 polynomial, 2^n by scalef; below
+//            -87 an exact 0, never a denormal, which would cost a microcode assist per FMA in P V)
+//            and the row sum.
+//   context  P V_h, 8 rows x 32 columns per tile (16 accumulators), with V in L1 throughout,
+//            scaled by 1 / row sum on the way out (a NaN or inf in V reaches every row that reads
+//            it through the FMAs, as in SDPA).
+// Threads: PyTorch's intra-op pool, taking the B x heads tasks one at a time from a shared counter.
 // Two layouts: `forward` takes the padded batch (B, L, 3 C) and a key mask; `forward_unpadded` takes
 // the real tokens only (T, 3 C) and where each sequence starts, so that an unpadded encoder never
 // scatters its tokens into a (B, L) grid and gathers them back around every attention.
-// Measured on 2 cores, 12 heads of 64, against PyTorch's SDPA (flash) kernel: 1.2x at B = 8, L = 128
-// (in the model, 2.9 against 3.3 ms a layer), 1.3-1.7x for shorter sequences; 0.9-1.07x from L = 256,
-// where K^T and V outgrow L1 (native.py's MAX_LENGTH). AVX-512 only: elsewhere `supported()` is false.
+// Measured on 2 cores, 12 heads of 64: against PyTorch's SDPA (flash) kernel 1.25-1.36x at B = 8,
+// L = 128, 1.35-1.4x at 16 x 64 and 32 x 32, 1.1x at L = 256 and 512, 0.9x from L = 1024 (native.py's MAX_LENGTH keeps SDPA above 128). Against
+// the previous design (8 x 32 tiles for both products, scores and context strip by strip, so that K^T
+// and V, 64 KB together, evicted each other from L1; softmax in a pass of its own; fixed halves of the
+// tasks per thread; no prefetch), same process: 1.10-1.18x at 8 x 128, 1.08-1.14x at 16 x 64 and
+// 32 x 32, 1.06-1.10x on unpadded batches of 5-128 tokens; 0.8x only for batches of 8-token
+// sequences, where 6-row score tiles compute 12 rows for 8. AVX-512 only: elsewhere `supported()`
+// is false.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <optional>
@@ -46,8 +57,11 @@ namespace {
 
 #if LEANBERT_ATTENTION_AVX512
 
-constexpr int kRows = 8;   // query rows (or P rows) per register tile
-constexpr int kCols = 32;  // keys (or context columns) per register tile: two vectors
+constexpr int kScoreRows = 6;    // query rows per score tile
+constexpr int kScoreKeys = 64;   // keys per score tile: four vectors (24 accumulators); a last tile of 32
+constexpr int kKeyPad = 32;      // keys are padded to a multiple of this
+constexpr int kContextRows = 8;  // rows of P per context tile
+constexpr int kContextCols = 32; // context columns per context tile: two vectors (16 accumulators)
 
 // exp(x) for x <= 0: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by Cephes' polynomial, times 2^n.
 inline __m512 exp_nonpositive(__m512 x) {
@@ -67,25 +81,65 @@ inline __m512 exp_nonpositive(__m512 x) {
   return _mm512_maskz_scalef_ps(live, p, n);
 }
 
-// c[r * c_stride + 0:32] = row_scale[r] * sum_k a[r * a_stride + k] b[k * b_stride + 0:32], for r < rows:
-// an 8 x 32 tile of A B. Kept out of line so that its 16 accumulators, two B vectors and the
-// broadcast own the registers (inlined, the caller's hoisted constants pushed B onto the stack).
-__attribute__((noinline)) void tile(const float* a, int64_t a_stride, const float* b, int64_t b_stride,
-                                    int64_t depth, const float* row_scale, int rows, float* c, int64_t c_stride) {
-  __m512 acc[kRows][2];
-  for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+// The register tile both products use: acc[r][v] = sum_k a[r * a_stride + k] b[k * b_stride + 16 v : +16],
+// R rows of A broadcast against NV vectors of a B row per step (R NV accumulators, NV B loads and R
+// broadcasts per R NV FMAs).
+template <int R, int NV>
+inline void multiply_tile(const float* a, int64_t a_stride, const float* b, int64_t b_stride, int64_t depth,
+                          __m512 (&acc)[R][NV]) {
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
   for (int64_t k = 0; k < depth; ++k) {
-    const __m512 b0 = _mm512_loadu_ps(b + k * b_stride), b1 = _mm512_loadu_ps(b + k * b_stride + 16);
-    for (int r = 0; r < kRows; ++r) {
+    __m512 bk[NV];
+    for (int v = 0; v < NV; ++v) bk[v] = _mm512_loadu_ps(b + k * b_stride + 16 * v);
+    for (int r = 0; r < R; ++r) {
       const __m512 s = _mm512_set1_ps(a[r * a_stride + k]);
-      acc[r][0] = _mm512_fmadd_ps(s, b0, acc[r][0]);
-      acc[r][1] = _mm512_fmadd_ps(s, b1, acc[r][1]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(s, bk[v], acc[r][v]);
     }
   }
-  for (int r = 0; r < rows; ++r) {
-    const __m512 scale = _mm512_set1_ps(row_scale[r]);
-    _mm512_storeu_ps(c + r * c_stride, _mm512_mul_ps(acc[r][0], scale));
-    _mm512_storeu_ps(c + r * c_stride + 16, _mm512_mul_ps(acc[r][1], scale));
+}
+
+// Scores of kScoreRows queries (q, rows Dh apart) against 16 NV keys (kt, K^T rows Lp apart):
+// s[r * Lp + j] = scale q_r . k_j, -inf where `kept` (one mask per 16 keys) drops key j. The same pass
+// keeps each row's running maximum (16 lanes, row_max[16 r]) and flags a NaN or +inf score of an
+// existing key, masked ones included (poisoned[r]). Kept out of line so that its accumulators own
+// the registers.
+template <int NV>
+__attribute__((noinline)) void score_tile(const float* q, int64_t Dh, const float* kt, int64_t Lp, float scale,
+                                          const __mmask16* exists, const __mmask16* kept, float* s,
+                                          float* row_max, __mmask16* poisoned) {
+  __m512 acc[kScoreRows][NV];
+  multiply_tile<kScoreRows, NV>(q, Dh, kt, Lp, Dh, acc);
+  const __m512 factor = _mm512_set1_ps(scale), minus_inf = _mm512_set1_ps(-INFINITY);
+  for (int r = 0; r < kScoreRows; ++r) {
+    __m512 high = _mm512_loadu_ps(row_max + 16 * r);
+    __mmask16 bad = 0;
+    for (int v = 0; v < NV; ++v) {
+      const __m512 raw = _mm512_mul_ps(acc[r][v], factor);
+      bad |= _mm512_mask_cmp_ps_mask(exists[v], raw, _mm512_set1_ps(INFINITY), _CMP_NLT_UQ);
+      const __m512 score = _mm512_mask_mov_ps(minus_inf, kept[v], raw);
+      _mm512_storeu_ps(s + r * Lp + 16 * v, score);
+      high = _mm512_max_ps(high, score);
+    }
+    _mm512_storeu_ps(row_max + 16 * r, high);
+    poisoned[r] |= bad;
+  }
+}
+
+// out[r * C + 0:32] = row_scale[r] * sum_k p[r * Lp + k] v[k * Dh + 0:32] for r < rows.
+__attribute__((noinline)) void context_tile(const float* p, int64_t Lp, const float* v, int64_t Dh, int64_t L,
+                                            const float* row_scale, int rows, float* out, int64_t C) {
+  constexpr int NV = kContextCols / 16;
+  __m512 acc[kContextRows][NV];
+  multiply_tile<kContextRows, NV>(p, Lp, v, Dh, L, acc);
+  auto store = [&](int r) {
+    const __m512 factor = _mm512_set1_ps(row_scale[r]);
+    for (int c = 0; c < NV; ++c) _mm512_storeu_ps(out + r * C + 16 * c, _mm512_mul_ps(acc[r][c], factor));
+  };
+  if (rows == kContextRows) {  // the common case, unrolled: the accumulators never leave the registers
+    for (int r = 0; r < kContextRows; ++r) store(r);
+  } else {
+    for (int r = 0; r < rows; ++r) store(r);
   }
 }
 
@@ -129,9 +183,35 @@ inline __mmask16 kept_keys(__mmask16 exists, int64_t j0, const bool* keep) {
   return _mm_test_epi8_mask(bytes, bytes);
 }
 
-// One (batch, head): base points at q[0] of the head in the fused row layout (rows `row` apart).
-void attend_head(const float* base, int64_t row, int64_t C, int64_t L, int64_t Lp, int64_t Dh,
-                 const bool* keep, float scale, float* out, float* kt, float* v, float* q, float* p) {
+// Asks for the Q, K and V lines of rows [r0, r1) of the head at `head` (rows `row` apart) to be brought into
+// L2 while the current head computes: a head's rows are 9 KB apart in the fused layout, so the hardware
+// prefetchers, which stay within a 4 KB page, never fetch them ahead, and each row costs a miss to L3.
+inline void prefetch_head_rows(const float* head, int64_t row, int64_t C, int64_t Dh, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r)
+    for (int part = 0; part < 3; ++part)
+      for (int64_t d = 0; d < Dh; d += 16)
+        _mm_prefetch(reinterpret_cast<const char*>(head + r * row + part * C + d), _MM_HINT_T1);
+}
+
+// Per-thread scratch for one (sequence, head) of up to Lmax tokens: K^T, V, a query strip, the scores S
+// (then P) with their row maxima, poison flags and 1 / row sums, and the key masks.
+struct Scratch {
+  int64_t Lp;  // keys padded to a multiple of kKeyPad
+  std::vector<float> kt, v, q, s, row_max, inv_sum;
+  std::vector<__mmask16> poisoned, exists, kept;
+  Scratch(int64_t Lmax, int64_t Dh)
+      : Lp((Lmax + kKeyPad - 1) / kKeyPad * kKeyPad), kt(Dh * Lp), v(Lp * Dh), q(kScoreRows * Dh),
+        s((Lp + kContextRows) * Lp), row_max((Lp + kScoreRows) * 16), inv_sum(Lp + kContextRows),
+        poisoned(Lp + kScoreRows), exists(Lp / 16), kept(Lp / 16) {}
+};
+
+// One (sequence, head) of L tokens: base points at q[0] of the head in the fused row layout (rows `row`
+// apart); out at its context columns (rows C apart). `next` is the head this thread takes next (or null),
+// of `next_length` rows, prefetched during the scores.
+void attend_head(const float* base, int64_t row, int64_t C, int64_t L, int64_t Dh, const bool* keep, float scale,
+                 float* out, const float* next, int64_t next_length, Scratch& w) {
+  const int64_t Lp = (L + kKeyPad - 1) / kKeyPad * kKeyPad;  // S's row stride for this head
+  float *kt = w.kt.data(), *v = w.v.data(), *q = w.q.data(), *s = w.s.data();
   for (int64_t j0 = 0; j0 < Lp; j0 += 16) {  // kt (Dh, Lp) = K_h^T, zero past L
     const float* rows[16];
     for (int64_t d0 = 0; d0 < Dh; d0 += 16) {
@@ -140,43 +220,58 @@ void attend_head(const float* base, int64_t row, int64_t C, int64_t L, int64_t L
     }
   }
   for (int64_t j = 0; j < L; ++j) std::memcpy(v + j * Dh, base + j * row + 2 * C, Dh * sizeof(float));
+  for (int64_t b = 0; b < Lp / 16; ++b) {
+    w.exists[b] = existing_keys(16 * b, L);
+    w.kept[b] = kept_keys(w.exists[b], 16 * b, keep);
+  }
 
-  float scales[kRows];
-  std::fill(scales, scales + kRows, scale);
-  for (int64_t i0 = 0; i0 < L; i0 += kRows) {
-    for (int r = 0; r < kRows; ++r)  // the query tile; rows past L repeat the last (never stored)
+  // S = Q K^T / sqrt(Dh), masked, strip by strip: K^T stays in L1, S (Lp^2 floats) in L2
+  const int64_t strips = (L + kScoreRows - 1) / kScoreRows;
+  for (int64_t i0 = 0; i0 < L; i0 += kScoreRows) {
+    const int64_t strip = i0 / kScoreRows;
+    if (next != nullptr) prefetch_head_rows(next, row, C, Dh, strip * next_length / strips, (strip + 1) * next_length / strips);
+    for (int r = 0; r < kScoreRows; ++r) {  // rows past L repeat the last (their scores are never used)
       std::memcpy(q + r * Dh, base + std::min(i0 + r, L - 1) * row, Dh * sizeof(float));
-    for (int64_t j0 = 0; j0 < Lp; j0 += kCols) tile(q, Dh, kt + j0, Lp, Dh, scales, kRows, p + j0, Lp);
-    float inv_sum[kRows];
-    for (int r = 0; r < kRows; ++r) {  // p = exp(s - max) over the kept keys, 0 elsewhere
-      float* pr = p + r * Lp;
-      __m512 row_max = _mm512_set1_ps(-INFINITY);
-      __mmask16 poisoned = 0;  // keys whose score is NaN or +inf (in SDPA, exp(inf - inf) = NaN)
-      for (int64_t j = 0; j < Lp; j += 16) {
-        const __mmask16 exists = existing_keys(j, L);
-        const __m512 raw = _mm512_loadu_ps(pr + j);
-        poisoned |= _mm512_mask_cmp_ps_mask(exists, raw, _mm512_set1_ps(INFINITY), _CMP_NLT_UQ);
-        const __m512 s = _mm512_mask_mov_ps(_mm512_set1_ps(-INFINITY), kept_keys(exists, j, keep), raw);
-        _mm512_storeu_ps(pr + j, s);
-        row_max = _mm512_max_ps(row_max, s);
-      }
-      const float m = _mm512_reduce_max_ps(row_max);
-      if (poisoned != 0 || m == -INFINITY) {  // context NaN if poisoned, else (no key to attend to) zero
-        std::memset(pr, 0, Lp * sizeof(float));
-        inv_sum[r] = poisoned != 0 ? NAN : 0.0f;
-        continue;
-      }
-      __m512 sum = _mm512_setzero_ps();
-      for (int64_t j = 0; j < Lp; j += 16) {
-        const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(pr + j), _mm512_set1_ps(m)));
-        _mm512_storeu_ps(pr + j, e);
-        sum = _mm512_add_ps(sum, e);
-      }
-      inv_sum[r] = 1.0f / _mm512_reduce_add_ps(sum);
+      _mm512_storeu_ps(w.row_max.data() + 16 * (i0 + r), _mm512_set1_ps(-INFINITY));
+      w.poisoned[i0 + r] = 0;
     }
-    const int valid_rows = static_cast<int>(std::min<int64_t>(kRows, L - i0));
-    for (int64_t c0 = 0; c0 < Dh; c0 += kCols)  // context = p v / row sums
-      tile(p, Lp, v + c0, Dh, L, inv_sum, valid_rows, out + i0 * C + c0, C);
+    for (int64_t j0 = 0; j0 < Lp; j0 += kScoreKeys) {
+      const __mmask16 *exists = w.exists.data() + j0 / 16, *kept = w.kept.data() + j0 / 16;
+      float *row_max = w.row_max.data() + 16 * i0, *si = s + i0 * Lp + j0;
+      if (Lp - j0 >= kScoreKeys)
+        score_tile<kScoreKeys / 16>(q, Dh, kt + j0, Lp, scale, exists, kept, si, row_max, w.poisoned.data() + i0);
+      else  // the last 32 keys
+        score_tile<kKeyPad / 16>(q, Dh, kt + j0, Lp, scale, exists, kept, si, row_max, w.poisoned.data() + i0);
+    }
+  }
+
+  // P = exp(S - row max) and 1 / row sums; a poisoned row's context is NaN, as in SDPA (which adds its
+  // mask to the scores), and a row with no key to attend to gets a zero context
+  for (int64_t i = 0; i < L; ++i) {
+    float* pi = s + i * Lp;
+    const float m = _mm512_reduce_max_ps(_mm512_loadu_ps(w.row_max.data() + 16 * i));
+    if (w.poisoned[i] != 0 || m == -INFINITY) {
+      std::memset(pi, 0, Lp * sizeof(float));
+      w.inv_sum[i] = w.poisoned[i] != 0 ? NAN : 0.0f;
+      continue;
+    }
+    const __m512 high = _mm512_set1_ps(m);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t j = 0; j < Lp; j += 16) {
+      const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(pi + j), high));
+      _mm512_storeu_ps(pi + j, e);
+      sum = _mm512_add_ps(sum, e);
+    }
+    w.inv_sum[i] = 1.0f / _mm512_reduce_add_ps(sum);
+  }
+  const int64_t context_rows = (L + kContextRows - 1) / kContextRows * kContextRows;
+  std::memset(s + L * Lp, 0, (context_rows - L) * Lp * sizeof(float));  // rows the last strip reads, never stores
+
+  // context = P V / row sums, strip by strip: V stays in L1
+  for (int64_t i0 = 0; i0 < L; i0 += kContextRows) {
+    const int valid = static_cast<int>(std::min<int64_t>(kContextRows, L - i0));
+    for (int64_t c0 = 0; c0 < Dh; c0 += kContextCols)
+      context_tile(s + i0 * Lp, Lp, v + c0, Dh, L, w.inv_sum.data() + i0, valid, out + i0 * C + c0, C);
   }
 }
 
@@ -192,24 +287,29 @@ bool supported() {
 
 // Every (sequence, head) on PyTorch's threads. Sequence s is `length(s)` rows of src (3 C floats
 // apart) from row `first(s)`, its output the same rows of dst (C apart); keep(s) is its key mask
-// (one bool per row) or null. Scratch is sized for the longest, max_length.
+// (one bool per row) or null. Scratch is sized for the longest, max_length. The threads take tasks
+// one at a time from a shared counter (the two cores of these VMs run 10-20% apart, so fixed halves
+// wait for the slower one), each claiming its next task before it starts the current one, so that
+// it can prefetch that task's rows.
 template <typename First, typename Length, typename Keep>
 void attend_all(const float* src, float* dst, int64_t n_seq, int64_t heads, int64_t C, int64_t max_length,
                 const First& first, const Length& length, const Keep& keep) {
 #if LEANBERT_ATTENTION_AVX512
-  const int64_t Dh = C / heads, Lmax = (max_length + kCols - 1) / kCols * kCols, row = 3 * C;
+  const int64_t Dh = C / heads, row = 3 * C, tasks = n_seq * heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
-  at::parallel_for(0, n_seq * heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(Dh * Lmax + Lmax * Dh + kRows * Dh + kRows * Lmax);  // kt, v, q, p
-    float* kt = scratch.data();
-    float* v = kt + Dh * Lmax;
-    float* q = v + Lmax * Dh;
-    float* p = q + kRows * Dh;
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t s = task / heads, h = task % heads, L = length(s);
-      if (L == 0) continue;
-      attend_head(src + first(s) * row + h * Dh, row, C, L, (L + kCols - 1) / kCols * kCols, Dh, keep(s), scale,
-                  dst + first(s) * C + h * Dh, kt, v, q, p);
+  const auto head_base = [&](int64_t task) { return src + first(task / heads) * row + (task % heads) * Dh; };
+  std::atomic<int64_t> counter{0};
+  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), tasks), 1, [&](int64_t, int64_t) {
+    Scratch scratch(max_length, Dh);
+    int64_t task = counter.fetch_add(1, std::memory_order_relaxed);
+    while (task < tasks) {
+      const int64_t following = counter.fetch_add(1, std::memory_order_relaxed);
+      const int64_t s = task / heads, L = length(s);
+      const int64_t next_length = following < tasks ? length(following / heads) : 0;
+      if (L > 0)
+        attend_head(head_base(task), row, C, L, Dh, keep(s), scale, dst + first(s) * C + (task % heads) * Dh,
+                    next_length > 0 ? head_base(following) : nullptr, next_length, scratch);
+      task = following;
     }
   });
 #endif
