@@ -10,7 +10,7 @@ they are, and SDPA gets them scattered into the (B, L) grid.
 
 Two paths compute the scores and context: `reference_context`, PyTorch's SDPA (training, dropout,
 any dtype or device), and for CPU float32 inference of sequences up to `native.MAX_LENGTH` the
-compiled kernel in `native.py`, which reads straight from the fused QKV (1.2-1.7x faster than SDPA
+compiled kernel in `native.py`, which reads straight from the fused QKV (1.2-1.4x faster than SDPA
 on this project's machine). Tests compare the two; `use_native = False` forces the reference path.
 """
 

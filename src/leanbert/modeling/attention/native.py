@@ -6,8 +6,8 @@ The same numbers as `F.scaled_dot_product_attention` (to float32 rounding; tests
 faster for short sequences because it reads Q, K and V straight from the projection's output and keeps a
 head's K^T, then its V, in L1 while the scores and then the context are computed (a head's scores, L^2
 floats, stay in L2). Measured on this project's 2-core AVX-512 CPU, 12 heads of 64, against SDPA in the
-same process: 1.25-1.36x at 8 x 128 (B x L), 1.4x at 16 x 64, 1.35x at 32 x 32, 1.1x at L = 256 and
-512, 0.9x from L = 1024. So `FullAttention` uses it up to MAX_LENGTH (kept at 128, where the margin is
+same process: 1.2-1.36x at 8 x 128 (B x L), 1.3-1.4x at 16 x 64 and 32 x 32, 1.0-1.15x at L = 256
+and 512, 0.9x from L = 1024. So `FullAttention` uses it up to MAX_LENGTH (kept at 128, where the margin is
 widest). `forward_unpadded` takes an unpadded batch (T, 3H) and each sequence's first row instead, so
 an unpadded encoder needs no (B, L) grid around its attention (SST-2 dev encoding 4-10% faster than
 scattering into the grid and gathering back). Inference only (no autograd, no dropout),
@@ -47,8 +47,8 @@ def backend() -> str:
 def forward(qkv: torch.Tensor, heads: int, key_mask: torch.Tensor | None) -> torch.Tensor:
     """qkv (B, L, 3H) float32; key_mask (B, L) bool, True = attend, or None -> (B, L, H).
 
-    A query with no key to attend to gets a zero context; one with a NaN or +inf score (masked keys included)
-    a NaN context, as in SDPA.
+    A query with no key to attend to gets a zero context (NaN if V holds a NaN or inf, which reaches every
+    row through P V); one with a NaN or +inf score (masked keys included) a NaN context, as in SDPA.
     """
     _load()
     mask = None if key_mask is None else key_mask.contiguous()

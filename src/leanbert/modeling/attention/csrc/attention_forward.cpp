@@ -12,7 +12,7 @@
 //            Lp is L padded to 32 keys.
 //   scores   S = Q K^T / sqrt(Dh) for all L rows (Lp^2 floats, in L2), 6 query rows x 64 keys per
 //            register tile (24 accumulators; four K^T vectors and six broadcasts per step; a last
-//            tile of 32 keys), with K^T in L1 throughout. The tile's epilogue scales, masks (and
+//            tile of 32 keys; heads of at most 32 keys take 8 x 32 tiles), with K^T in L1 throughout. The tile's epilogue scales, masks (and
 //            the keys past L) to -inf, keeps each row's maximum and flags a NaN or +inf score of
 //            any key j < L, masked ones included; such a row's context is NaN, as in SDPA (which
 //            adds its mask to the scores); the exp alone would map NaN to 0 and max_ps can drop it,
@@ -24,18 +24,18 @@
 //   context  P V_h, 8 rows x 32 columns per tile (16 accumulators), with V in L1 throughout,
 //            scaled by 1 / row sum on the way out (a NaN or inf in V reaches every row that reads
 //            it through the FMAs, as in SDPA).
-// Threads: PyTorch's intra-op pool, taking the B x heads tasks one at a time from a shared counter.
+// Threads: PyTorch's intra-op pool, taking the B x heads tasks in small chunks from a shared counter.
 // Two layouts: `forward` takes the padded batch (B, L, 3 C) and a key mask; `forward_unpadded` takes
 // the real tokens only (T, 3 C) and where each sequence starts, so that an unpadded encoder never
 // scatters its tokens into a (B, L) grid and gathers them back around every attention.
-// Measured on 2 cores, 12 heads of 64: against PyTorch's SDPA (flash) kernel 1.25-1.36x at B = 8,
-// L = 128, 1.35-1.4x at 16 x 64 and 32 x 32, 1.1x at L = 256 and 512, 0.9x from L = 1024 (native.py's MAX_LENGTH keeps SDPA above 128). Against
-// the previous design (8 x 32 tiles for both products, scores and context strip by strip, so that K^T
-// and V, 64 KB together, evicted each other from L1; softmax in a pass of its own; fixed halves of the
-// tasks per thread; no prefetch), same process: 1.10-1.18x at 8 x 128, 1.08-1.14x at 16 x 64 and
-// 32 x 32, 1.06-1.10x on unpadded batches of 5-128 tokens; 0.8x only for batches of 8-token
-// sequences, where 6-row score tiles compute 12 rows for 8. AVX-512 only: elsewhere `supported()`
-// is false.
+// Measured on 2 cores, 12 heads of 64, in one process (noisy host: ranges over several runs): against
+// PyTorch's SDPA (flash) kernel 1.2-1.36x at B = 8, L = 128, 1.3-1.4x at 16 x 64 and 32 x 32, 1.0-1.15x
+// at L = 256 and 512, 0.9x from L = 1024 (native.py's MAX_LENGTH keeps SDPA above 128). Against the
+// previous design (8 x 32 tiles for both products, scores and context strip by strip, so that K^T and
+// V, 64 KB together, evicted each other from L1; masking and row maxima in a pass of their own; fixed
+// halves of the tasks per thread; no prefetch): 1.04-1.26x at 8 x 128, 1.1-1.2x at 16 x 64, 1.0-1.1x
+// at 32 x 32 and on unpadded batches of 5-60 tokens, 1.1-1.4x on unpadded batches of 20-128 tokens,
+// 0.87-0.94x on padded batches of 8-token sequences. AVX-512 only: elsewhere `supported()` is false.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -57,9 +57,10 @@ namespace {
 
 #if LEANBERT_ATTENTION_AVX512
 
-constexpr int kScoreRows = 6;    // query rows per score tile
+constexpr int kScoreRows = 6;    // query rows per score tile (8 for heads of at most 32 keys)
 constexpr int kScoreKeys = 64;   // keys per score tile: four vectors (24 accumulators); a last tile of 32
 constexpr int kKeyPad = 32;      // keys are padded to a multiple of this
+constexpr int kMaxRows = 8;      // the most rows any tile computes
 constexpr int kContextRows = 8;  // rows of P per context tile
 constexpr int kContextCols = 32; // context columns per context tile: two vectors (16 accumulators)
 
@@ -99,19 +100,20 @@ inline void multiply_tile(const float* a, int64_t a_stride, const float* b, int6
   }
 }
 
-// Scores of kScoreRows queries (q, rows Dh apart) against 16 NV keys (kt, K^T rows Lp apart):
+// Scores of R queries (q, rows Dh apart) against 16 NV keys (kt, K^T rows Lp apart):
 // s[r * Lp + j] = scale q_r . k_j, -inf where `kept` (one mask per 16 keys) drops key j. The same pass
 // keeps each row's running maximum (16 lanes, row_max[16 r]) and flags a NaN or +inf score of an
 // existing key, masked ones included (poisoned[r]). Kept out of line so that its accumulators own
 // the registers.
-template <int NV>
+template <int R, int NV>
 __attribute__((noinline)) void score_tile(const float* q, int64_t Dh, const float* kt, int64_t Lp, float scale,
                                           const __mmask16* exists, const __mmask16* kept, float* s,
                                           float* row_max, __mmask16* poisoned) {
-  __m512 acc[kScoreRows][NV];
-  multiply_tile<kScoreRows, NV>(q, Dh, kt, Lp, Dh, acc);
+  static_assert(R * NV <= 24, "accumulators, B vectors and the broadcast must fit in 32 registers");
+  __m512 acc[R][NV];
+  multiply_tile<R, NV>(q, Dh, kt, Lp, Dh, acc);
   const __m512 factor = _mm512_set1_ps(scale), minus_inf = _mm512_set1_ps(-INFINITY);
-  for (int r = 0; r < kScoreRows; ++r) {
+  for (int r = 0; r < R; ++r) {
     __m512 high = _mm512_loadu_ps(row_max + 16 * r);
     __mmask16 bad = 0;
     for (int v = 0; v < NV; ++v) {
@@ -178,7 +180,7 @@ inline __mmask16 existing_keys(int64_t j0, int64_t L) {
 
 // Of those, the keys kept by the mask (one bool byte per key, or none).
 inline __mmask16 kept_keys(__mmask16 exists, int64_t j0, const bool* keep) {
-  if (keep == nullptr) return exists;
+  if (keep == nullptr || exists == 0) return exists;  // (keep + j0 may lie past the mask's end)
   const __m128i bytes = _mm_maskz_loadu_epi8(exists, keep + j0);
   return _mm_test_epi8_mask(bytes, bytes);
 }
@@ -200,10 +202,41 @@ struct Scratch {
   std::vector<float> kt, v, q, s, row_max, inv_sum;
   std::vector<__mmask16> poisoned, exists, kept;
   Scratch(int64_t Lmax, int64_t Dh)
-      : Lp((Lmax + kKeyPad - 1) / kKeyPad * kKeyPad), kt(Dh * Lp), v(Lp * Dh), q(kScoreRows * Dh),
-        s((Lp + kContextRows) * Lp), row_max((Lp + kScoreRows) * 16), inv_sum(Lp + kContextRows),
-        poisoned(Lp + kScoreRows), exists(Lp / 16), kept(Lp / 16) {}
+      : Lp((Lmax + kKeyPad - 1) / kKeyPad * kKeyPad), kt(Dh * Lp), v(Lp * Dh), q(kMaxRows * Dh),
+        s((Lp + kMaxRows) * Lp), row_max((Lp + kMaxRows) * 16), inv_sum(Lp + kMaxRows),
+        poisoned(Lp + kMaxRows), exists(Lp / 16), kept(Lp / 16) {}
 };
+
+// S (rows Lp apart in w.s) = the masked, scaled scores of a head's L queries, R query rows per strip,
+// with each row's maximum and poison flag; the Q, K and V rows of the thread's next head (`next`, of
+// `next_length` rows, or null) are prefetched into L2 along the way.
+template <int R>
+void scores(const float* base, int64_t row, int64_t C, int64_t L, int64_t Lp, int64_t Dh, float scale,
+            const float* next, int64_t next_length, Scratch& w) {
+  float *q = w.q.data(), *kt = w.kt.data();
+  const int64_t strips = (L + R - 1) / R;
+  for (int64_t i0 = 0; i0 < L; i0 += R) {
+    const int64_t strip = i0 / R;
+    if (next != nullptr) prefetch_head_rows(next, row, C, Dh, strip * next_length / strips, (strip + 1) * next_length / strips);
+    for (int r = 0; r < R; ++r) {  // rows past L repeat the last (their scores are never used)
+      std::memcpy(q + r * Dh, base + std::min(i0 + r, L - 1) * row, Dh * sizeof(float));
+      _mm512_storeu_ps(w.row_max.data() + 16 * (i0 + r), _mm512_set1_ps(-INFINITY));
+      w.poisoned[i0 + r] = 0;
+    }
+    for (int64_t j0 = 0; j0 < Lp; j0 += kScoreKeys) {
+      const __mmask16 *exists = w.exists.data() + j0 / 16, *kept = w.kept.data() + j0 / 16;
+      float *row_max = w.row_max.data() + 16 * i0, *si = w.s.data() + i0 * Lp + j0;
+      if constexpr (R * kScoreKeys / 16 <= 24) {
+        if (Lp - j0 >= kScoreKeys) {
+          score_tile<R, kScoreKeys / 16>(q, Dh, kt + j0, Lp, scale, exists, kept, si, row_max, w.poisoned.data() + i0);
+          continue;
+        }
+      }
+      // the last 32 keys (or, for 8-row strips, the only 32)
+      score_tile<R, kKeyPad / 16>(q, Dh, kt + j0, Lp, scale, exists, kept, si, row_max, w.poisoned.data() + i0);
+    }
+  }
+}
 
 // One (sequence, head) of L tokens: base points at q[0] of the head in the fused row layout (rows `row`
 // apart); out at its context columns (rows C apart). `next` is the head this thread takes next (or null),
@@ -211,7 +244,7 @@ struct Scratch {
 void attend_head(const float* base, int64_t row, int64_t C, int64_t L, int64_t Dh, const bool* keep, float scale,
                  float* out, const float* next, int64_t next_length, Scratch& w) {
   const int64_t Lp = (L + kKeyPad - 1) / kKeyPad * kKeyPad;  // S's row stride for this head
-  float *kt = w.kt.data(), *v = w.v.data(), *q = w.q.data(), *s = w.s.data();
+  float *kt = w.kt.data(), *v = w.v.data(), *s = w.s.data();
   for (int64_t j0 = 0; j0 < Lp; j0 += 16) {  // kt (Dh, Lp) = K_h^T, zero past L
     const float* rows[16];
     for (int64_t d0 = 0; d0 < Dh; d0 += 16) {
@@ -225,25 +258,12 @@ void attend_head(const float* base, int64_t row, int64_t C, int64_t L, int64_t D
     w.kept[b] = kept_keys(w.exists[b], 16 * b, keep);
   }
 
-  // S = Q K^T / sqrt(Dh), masked, strip by strip: K^T stays in L1, S (Lp^2 floats) in L2
-  const int64_t strips = (L + kScoreRows - 1) / kScoreRows;
-  for (int64_t i0 = 0; i0 < L; i0 += kScoreRows) {
-    const int64_t strip = i0 / kScoreRows;
-    if (next != nullptr) prefetch_head_rows(next, row, C, Dh, strip * next_length / strips, (strip + 1) * next_length / strips);
-    for (int r = 0; r < kScoreRows; ++r) {  // rows past L repeat the last (their scores are never used)
-      std::memcpy(q + r * Dh, base + std::min(i0 + r, L - 1) * row, Dh * sizeof(float));
-      _mm512_storeu_ps(w.row_max.data() + 16 * (i0 + r), _mm512_set1_ps(-INFINITY));
-      w.poisoned[i0 + r] = 0;
-    }
-    for (int64_t j0 = 0; j0 < Lp; j0 += kScoreKeys) {
-      const __mmask16 *exists = w.exists.data() + j0 / 16, *kept = w.kept.data() + j0 / 16;
-      float *row_max = w.row_max.data() + 16 * i0, *si = s + i0 * Lp + j0;
-      if (Lp - j0 >= kScoreKeys)
-        score_tile<kScoreKeys / 16>(q, Dh, kt + j0, Lp, scale, exists, kept, si, row_max, w.poisoned.data() + i0);
-      else  // the last 32 keys
-        score_tile<kKeyPad / 16>(q, Dh, kt + j0, Lp, scale, exists, kept, si, row_max, w.poisoned.data() + i0);
-    }
-  }
+  // S = Q K^T / sqrt(Dh), masked: K^T stays in L1, S (Lp^2 floats) in L2. Heads of up to 32 keys take
+  // 8-row strips (6-row ones would compute 12 rows for 8 at L = 8)
+  if (Lp == kKeyPad)
+    scores<kMaxRows>(base, row, C, L, Lp, Dh, scale, next, next_length, w);
+  else
+    scores<kScoreRows>(base, row, C, L, Lp, Dh, scale, next, next_length, w);
 
   // P = exp(S - row max) and 1 / row sums; a poisoned row's context is NaN, as in SDPA (which adds its
   // mask to the scores), and a row with no key to attend to gets a zero context
@@ -288,9 +308,9 @@ bool supported() {
 // Every (sequence, head) on PyTorch's threads. Sequence s is `length(s)` rows of src (3 C floats
 // apart) from row `first(s)`, its output the same rows of dst (C apart); keep(s) is its key mask
 // (one bool per row) or null. Scratch is sized for the longest, max_length. The threads take tasks
-// one at a time from a shared counter (the two cores of these VMs run 10-20% apart, so fixed halves
-// wait for the slower one), each claiming its next task before it starts the current one, so that
-// it can prefetch that task's rows.
+// in small chunks from a shared counter (the two cores of these VMs run 10-20% apart, so fixed
+// halves wait for the slower one), each claiming its next chunk before it starts the current one,
+// so that it can prefetch the next task's rows.
 template <typename First, typename Length, typename Keep>
 void attend_all(const float* src, float* dst, int64_t n_seq, int64_t heads, int64_t C, int64_t max_length,
                 const First& first, const Length& length, const Keep& keep) {
@@ -298,18 +318,26 @@ void attend_all(const float* src, float* dst, int64_t n_seq, int64_t heads, int6
   const int64_t Dh = C / heads, row = 3 * C, tasks = n_seq * heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(Dh));
   const auto head_base = [&](int64_t task) { return src + first(task / heads) * row + (task % heads) * Dh; };
+  const int64_t workers = std::min<int64_t>(at::get_num_threads(), tasks);
+  // chunks of ~1/16 of a thread's share, 1 to 8 tasks: the counter's cache line moves between the
+  // cores at every claim, which costs more than a short head's work when claims are one task each
+  const int64_t chunk = std::clamp<int64_t>(tasks / (16 * std::max<int64_t>(workers, 1)), 1, 8);
   std::atomic<int64_t> counter{0};
-  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), tasks), 1, [&](int64_t, int64_t) {
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
     Scratch scratch(max_length, Dh);
-    int64_t task = counter.fetch_add(1, std::memory_order_relaxed);
-    while (task < tasks) {
-      const int64_t following = counter.fetch_add(1, std::memory_order_relaxed);
-      const int64_t s = task / heads, L = length(s);
-      const int64_t next_length = following < tasks ? length(following / heads) : 0;
-      if (L > 0)
-        attend_head(head_base(task), row, C, L, Dh, keep(s), scale, dst + first(s) * C + (task % heads) * Dh,
-                    next_length > 0 ? head_base(following) : nullptr, next_length, scratch);
-      task = following;
+    int64_t begin = counter.fetch_add(chunk, std::memory_order_relaxed);
+    while (begin < tasks) {
+      const int64_t end = std::min(begin + chunk, tasks);
+      const int64_t after = counter.fetch_add(chunk, std::memory_order_relaxed);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t following = task + 1 < end ? task + 1 : after;
+        const int64_t s = task / heads, L = length(s);
+        const int64_t next_length = following < tasks ? length(following / heads) : 0;
+        if (L > 0)
+          attend_head(head_base(task), row, C, L, Dh, keep(s), scale, dst + first(s) * C + (task % heads) * Dh,
+                      next_length > 0 ? head_base(following) : nullptr, next_length, scratch);
+      }
+      begin = after;
     }
   });
 #endif
