@@ -78,6 +78,34 @@ def test_native_matches_sdpa(batch, length, heads, head_dim, masked, scale, seed
     torch.testing.assert_close(got, expected, atol=tolerance, rtol=1e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_many_tasks_in_chunks_each_run_once(threads):
+    """161 (sequence, head) tasks: the threads claim them in chunks of several (with a partial last one), and
+    every task's context is computed once and lands in its own rows, in both layouts."""
+    needs_native()
+    heads, head_dim, batch, length = 7, 32, 23, 29
+    layer = make_attention(heads, head_dim)
+    gen = torch.Generator().manual_seed(5)
+    qkv = torch.randn(batch, length, 3 * heads * head_dim, generator=gen)
+    mask = torch.rand(batch, length, generator=gen) > 0.3
+    mask[:, 0] = True
+    mask[4] = False  # an empty sequence among the others
+    layout = TokenLayout(mask, unpadded=True)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            expected = layer.reference_context(qkv, mask)
+            got = native.forward(qkv, heads, mask)
+            got_unpadded = native.forward_unpadded(layout.unpad(qkv), heads, layout.offsets)
+    finally:
+        torch.set_num_threads(previous)
+    torch.testing.assert_close(got[mask], expected[mask], atol=1e-5, rtol=1e-5)
+    assert torch.equal(got[4], torch.zeros(length, heads * head_dim))
+    unpadded_expected = layout.unpad(layer.reference_context(layout.pad(layout.unpad(qkv)), mask))
+    torch.testing.assert_close(got_unpadded, unpadded_expected, atol=1e-5, rtol=1e-5)
+
+
 def test_a_query_with_no_key_gets_a_zero_context():
     needs_native()
     qkv = torch.randn(2, 5, 3 * 64)
