@@ -12,9 +12,9 @@
 //            Lp is L padded to 32 keys.
 //   scores   S = Q K^T / sqrt(Dh) for all L rows (Lp^2 floats, in L2), 6 query rows x 64 keys per
 //            register tile (24 accumulators; four K^T vectors and six broadcasts per step; a last
-//            tile of 32 keys; heads of at most 32 keys take 8 x 32 tiles), with K^T in L1 throughout. The tile's epilogue scales, masks (and
-//            the keys past L) to -inf, keeps each row's maximum and flags a NaN or +inf score of
-//            any key j < L, masked ones included; such a row's context is NaN, as in SDPA (which
+//            tile of 32 keys; heads of at most 32 keys take 8 x 32 tiles), with K^T in L1
+//            throughout. The tile's epilogue scales, masks (and the keys past L) to -inf, keeps
+//            each row's maximum and flags a NaN or +inf score of any key j < L, masked ones included; such a row's context is NaN, as in SDPA (which
 //            adds its mask to the scores); the exp alone would map NaN to 0 and max_ps can drop it,
 //            hiding a NaN in Q or K. Meanwhile the Q, K and V rows of the thread's next task are
 //            prefetched into L2.
@@ -61,6 +61,8 @@ constexpr int kScoreRows = 6;    // query rows per score tile (8 for heads of at
 constexpr int kScoreKeys = 64;   // keys per score tile: four vectors (24 accumulators); a last tile of 32
 constexpr int kKeyPad = 32;      // keys are padded to a multiple of this
 constexpr int kMaxRows = 8;      // the most rows any tile computes
+
+inline int64_t padded_keys(int64_t L) { return (L + kKeyPad - 1) / kKeyPad * kKeyPad; }
 constexpr int kContextRows = 8;  // rows of P per context tile
 constexpr int kContextCols = 32; // context columns per context tile: two vectors (16 accumulators)
 
@@ -195,16 +197,14 @@ inline void prefetch_head_rows(const float* head, int64_t row, int64_t C, int64_
         _mm_prefetch(reinterpret_cast<const char*>(head + r * row + part * C + d), _MM_HINT_T1);
 }
 
-// Per-thread scratch for one (sequence, head) of up to Lmax tokens: K^T, V, a query strip, the scores S
-// (then P) with their row maxima, poison flags and 1 / row sums, and the key masks.
+// Per-thread scratch for one (sequence, head) of up to Lp = padded_keys(longest) tokens: K^T, V, a query
+// strip, the scores S (then P) with their row maxima, poison flags and 1 / row sums, and the key masks.
 struct Scratch {
-  int64_t Lp;  // keys padded to a multiple of kKeyPad
   std::vector<float> kt, v, q, s, row_max, inv_sum;
   std::vector<__mmask16> poisoned, exists, kept;
-  Scratch(int64_t Lmax, int64_t Dh)
-      : Lp((Lmax + kKeyPad - 1) / kKeyPad * kKeyPad), kt(Dh * Lp), v(Lp * Dh), q(kMaxRows * Dh),
-        s((Lp + kMaxRows) * Lp), row_max((Lp + kMaxRows) * 16), inv_sum(Lp + kMaxRows),
-        poisoned(Lp + kMaxRows), exists(Lp / 16), kept(Lp / 16) {}
+  Scratch(int64_t Lp, int64_t Dh)
+      : kt(Dh * Lp), v(Lp * Dh), q(kMaxRows * Dh), s((Lp + kMaxRows) * Lp), row_max((Lp + kMaxRows) * 16),
+        inv_sum(Lp + kMaxRows), poisoned(Lp + kMaxRows), exists(Lp / 16), kept(Lp / 16) {}
 };
 
 // S (rows Lp apart in w.s) = the masked, scaled scores of a head's L queries, R query rows per strip,
@@ -243,7 +243,7 @@ void scores(const float* base, int64_t row, int64_t C, int64_t L, int64_t Lp, in
 // of `next_length` rows, prefetched during the scores.
 void attend_head(const float* base, int64_t row, int64_t C, int64_t L, int64_t Dh, const bool* keep, float scale,
                  float* out, const float* next, int64_t next_length, Scratch& w) {
-  const int64_t Lp = (L + kKeyPad - 1) / kKeyPad * kKeyPad;  // S's row stride for this head
+  const int64_t Lp = padded_keys(L);  // S's row stride for this head
   float *kt = w.kt.data(), *v = w.v.data(), *s = w.s.data();
   for (int64_t j0 = 0; j0 < Lp; j0 += 16) {  // kt (Dh, Lp) = K_h^T, zero past L
     const float* rows[16];
@@ -324,7 +324,7 @@ void attend_all(const float* src, float* dst, int64_t n_seq, int64_t heads, int6
   const int64_t chunk = std::clamp<int64_t>(tasks / (16 * std::max<int64_t>(workers, 1)), 1, 8);
   std::atomic<int64_t> counter{0};
   at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    Scratch scratch(max_length, Dh);
+    Scratch scratch(padded_keys(max_length), Dh);
     int64_t begin = counter.fetch_add(chunk, std::memory_order_relaxed);
     while (begin < tasks) {
       const int64_t end = std::min(begin + chunk, tasks);
