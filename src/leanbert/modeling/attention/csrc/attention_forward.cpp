@@ -61,10 +61,10 @@ constexpr int kScoreRows = 6;    // query rows per score tile (8 for heads of at
 constexpr int kScoreKeys = 64;   // keys per score tile: four vectors (24 accumulators); a last tile of 32
 constexpr int kKeyPad = 32;      // keys are padded to a multiple of this
 constexpr int kMaxRows = 8;      // the most rows any tile computes
-
-inline int64_t padded_keys(int64_t L) { return (L + kKeyPad - 1) / kKeyPad * kKeyPad; }
 constexpr int kContextRows = 8;  // rows of P per context tile
 constexpr int kContextCols = 32; // context columns per context tile: two vectors (16 accumulators)
+
+inline int64_t padded_keys(int64_t L) { return (L + kKeyPad - 1) / kKeyPad * kKeyPad; }
 
 // exp(x) for x <= 0: x = n ln2 + r, |r| <= ln2 / 2, exp(r) by Cephes' polynomial, times 2^n.
 inline __m512 exp_nonpositive(__m512 x) {
@@ -238,6 +238,29 @@ void scores(const float* base, int64_t row, int64_t C, int64_t L, int64_t Lp, in
   }
 }
 
+// P = exp(S - row max) in place over a head's L rows of S (Lp apart), and 1 / row sums in w.inv_sum. A
+// poisoned row's context is NaN, as in SDPA (which adds its mask to the scores), and a row with no key to
+// attend to gets a zero context.
+void softmax_rows(int64_t L, int64_t Lp, Scratch& w) {
+  for (int64_t i = 0; i < L; ++i) {
+    float* pi = w.s.data() + i * Lp;
+    const float m = _mm512_reduce_max_ps(_mm512_loadu_ps(w.row_max.data() + 16 * i));
+    if (w.poisoned[i] != 0 || m == -INFINITY) {
+      std::memset(pi, 0, Lp * sizeof(float));
+      w.inv_sum[i] = w.poisoned[i] != 0 ? NAN : 0.0f;
+      continue;
+    }
+    const __m512 high = _mm512_set1_ps(m);
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t j = 0; j < Lp; j += 16) {
+      const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(pi + j), high));
+      _mm512_storeu_ps(pi + j, e);
+      sum = _mm512_add_ps(sum, e);
+    }
+    w.inv_sum[i] = 1.0f / _mm512_reduce_add_ps(sum);
+  }
+}
+
 // One (sequence, head) of L tokens: base points at q[0] of the head in the fused row layout (rows `row`
 // apart); out at its context columns (rows C apart). `next` is the head this thread takes next (or null),
 // of `next_length` rows, prefetched during the scores.
@@ -265,25 +288,7 @@ void attend_head(const float* base, int64_t row, int64_t C, int64_t L, int64_t D
   else
     scores<kScoreRows>(base, row, C, L, Lp, Dh, scale, next, next_length, w);
 
-  // P = exp(S - row max) and 1 / row sums; a poisoned row's context is NaN, as in SDPA (which adds its
-  // mask to the scores), and a row with no key to attend to gets a zero context
-  for (int64_t i = 0; i < L; ++i) {
-    float* pi = s + i * Lp;
-    const float m = _mm512_reduce_max_ps(_mm512_loadu_ps(w.row_max.data() + 16 * i));
-    if (w.poisoned[i] != 0 || m == -INFINITY) {
-      std::memset(pi, 0, Lp * sizeof(float));
-      w.inv_sum[i] = w.poisoned[i] != 0 ? NAN : 0.0f;
-      continue;
-    }
-    const __m512 high = _mm512_set1_ps(m);
-    __m512 sum = _mm512_setzero_ps();
-    for (int64_t j = 0; j < Lp; j += 16) {
-      const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(pi + j), high));
-      _mm512_storeu_ps(pi + j, e);
-      sum = _mm512_add_ps(sum, e);
-    }
-    w.inv_sum[i] = 1.0f / _mm512_reduce_add_ps(sum);
-  }
+  softmax_rows(L, Lp, w);  // S -> P in place, with 1 / row sums
   const int64_t context_rows = (L + kContextRows - 1) / kContextRows * kContextRows;
   std::memset(s + L * Lp, 0, (context_rows - L) * Lp * sizeof(float));  // rows the last strip reads, never stores
 
