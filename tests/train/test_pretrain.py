@@ -109,6 +109,38 @@ def test_masks_are_a_function_of_seed_epoch_and_blocks():
     assert batch_seed(5, 0, [3, 9]) != batch_seed(5, 0, [9, 3]) != batch_seed(6, 0, [3, 9])
 
 
+def test_evaluation_masks_do_not_depend_on_how_blocks_are_batched():
+    from transformers import AutoTokenizer
+
+    from leanbert.data.mlm_collator import MLMCollator
+
+    tokenizer = AutoTokenizer.from_pretrained(require_tokenizer())
+    words = "the farmers carry bread to the market in town while rain falls on the hills".split()
+    # blocks of different lengths, so that batching them pads some rows
+    blocks = [{"input_ids": tokenizer(" ".join(words[: 6 + i]))["input_ids"], "block_index": i} for i in range(6)]
+    masking = SeededMasking(MLMCollator(tokenizer, mask_ratio=0.3, whole_word_masking=False), seed=5)
+
+    def rows(batches):
+        out = {}
+        for batch in batches:
+            collated = masking([blocks[i] for i in batch])
+            for row, i in enumerate(batch):
+                keep = collated["attention_mask"][row].bool()
+                out[i] = {key: collated[key][row][keep].tolist() for key in ("input_ids", "labels")}
+                assert (collated["labels"][row][~keep] == -100).all()  # padding is never scored
+        return out
+
+    with masking.evaluation():
+        whole = rows([range(6)])
+        assert rows([[0, 1], [2, 3, 4], [5]]) == whole
+        assert rows([[5, 3], [1], [4, 0, 2]]) == whole
+        tokenizer.padding_side = "left"
+        assert rows([[4, 1, 2], [0, 5, 3]]) == whole
+    assert sum(label != -100 for row in whole.values() for label in row["labels"]) > 0
+    tokenizer.padding_side = "right"
+    assert rows([[0, 1], [2, 3, 4], [5]]) != whole  # training masks are drawn per batch
+
+
 def _assert_rejected_before_training(tmp_path, recipe_path, match, **kwargs):
     recipe = load_recipe(recipe_path)
     with pytest.raises(ValueError, match=match):

@@ -13,7 +13,14 @@ with; recipes may not set `dataloader_persistent_workers`). Masks still change f
 (dynamic masking, as in RoBERTa), and evaluation uses the fixed epoch key `EVAL_EPOCH`, so every
 evaluation scores the same masked tokens.
 
-Cost: one 16-byte BLAKE2 hash and one generator seed per batch (microseconds).
+Evaluation masks each block on its own, seeded from (seed, EVAL_EPOCH, its index), and pads the rows
+into one batch: a held-out block is masked the same way whatever the evaluation batch size, and
+however the held-out split is shared among processes (torchrun), so those settings cannot change
+which tokens are scored. (`Trainer` still averages the loss per batch, weighted by batch size.)
+Training keeps one generator per batch, which is cheaper, and its batches change with the batch size anyway.
+
+Cost: one 8-byte BLAKE2 hash and one generator seed per training batch, or per evaluation block
+(microseconds each).
 """
 
 from __future__ import annotations
@@ -76,8 +83,38 @@ class SeededMasking:
                 f"SeededMasking needs a '{INDEX_COLUMN}' column in every example (add it with "
                 f"dataset.map(lambda _, i: {{'{INDEX_COLUMN}': i}}, with_indices=True))"
             ) from None
+        if self.epoch == EVAL_EPOCH and examples:
+            rows = [self._collate([example], [index]) for example, index in zip(examples, indices)]
+            return stack_rows(rows, self.tokenizer)
+        return self._collate(examples, indices)
+
+    def _collate(self, examples: Sequence[Mapping[str, Any]], indices: Sequence[int]) -> dict[str, torch.Tensor]:
         self.collator.generator = torch.Generator().manual_seed(batch_seed(self.seed, self.epoch, indices))
         return self.collator(examples)
+
+
+def stack_rows(rows: Sequence[Mapping[str, torch.Tensor]], tokenizer) -> dict[str, torch.Tensor]:
+    """Concatenate one-row batches (1, L_i) into one (B, max L_i), padded on the tokenizer's side.
+
+    Padding fills input_ids with the pad id, labels with -100 (not scored), token_type_ids with the
+    pad type id and every other field (attention_mask among them) with 0.
+    """
+    length = max(row["input_ids"].shape[1] for row in rows)
+    fill = {"input_ids": tokenizer.pad_token_id, "labels": -100,
+            "token_type_ids": getattr(tokenizer, "pad_token_type_id", 0)}
+    left = tokenizer.padding_side == "left"
+    batch = {}
+    for key in rows[0]:
+        padded = []
+        for row in rows:
+            value = row[key]  # (1, L_i)
+            missing = length - value.shape[1]
+            if missing:
+                pad = value.new_full((1, missing), fill.get(key, 0))
+                value = torch.cat([pad, value] if left else [value, pad], dim=1)
+            padded.append(value)
+        batch[key] = torch.cat(padded)  # (B, length)
+    return batch
 
 
 class MaskingEpochCallback(TrainerCallback):
