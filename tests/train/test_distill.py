@@ -197,6 +197,8 @@ def test_loss_terms():
     assert layer_pairs(4, 6, "last") == [(4, 6)]
     assert layer_pairs(4, 12, "uniform") == [(1, 3), (2, 6), (3, 9), (4, 12)]
     assert layer_pairs(4, 6, "uniform") == [(1, 1), (2, 3), (3, 4), (4, 6)]
+    # a deeper student: no layer is paired with the teacher's embeddings (0)
+    assert layer_pairs(6, 4, "uniform") == [(1, 1), (2, 1), (3, 2), (4, 2), (5, 3), (6, 4)]
 
     projection = torch.nn.Linear(4, 6)
     student = (torch.randn(2, 5, 4), torch.randn(2, 5, 4))

@@ -15,7 +15,8 @@ teacher (an HF hub name or folder, frozen, in eval mode) sees the same corrupted
 * hidden states (TinyBERT; MiniLM-style students of sentence encoders) work for any encoder
   (`AutoModel`): a learned W (student hidden -> teacher hidden, trained with the student, dropped
   from the exported model) maps the student's states onto the teacher's. "last" pairs the last
-  layers; "uniform" pairs student layer i with teacher layer i * L_t / L_s (TinyBERT's mapping) and
+  layers; "uniform" pairs student layer i with teacher layer i * L_t / L_s (TinyBERT's mapping, at
+  least teacher layer 1, so that a student deeper than its teacher never copies the embeddings) and
   averages the pairs.
 
 `mode: auto` picks logits when the teacher has an MLM head, hidden states otherwise. Evaluation
@@ -177,7 +178,8 @@ def layer_pairs(student_layers: int, teacher_layers: int, scheme: str) -> list[t
     """(student, teacher) indices into hidden_states tuples (0 = embeddings, i = after layer i)."""
     if scheme == "last":
         return [(student_layers, teacher_layers)]
-    return [(i, i * teacher_layers // student_layers) for i in range(1, student_layers + 1)]
+    # a student deeper than its teacher would pair its first layers with the teacher's embeddings (0)
+    return [(i, max(1, i * teacher_layers // student_layers)) for i in range(1, student_layers + 1)]
 
 
 def hidden_distillation_loss(projection: nn.Module, student_states, teacher_states: dict, pairs,
