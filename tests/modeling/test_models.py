@@ -77,6 +77,26 @@ def test_unpadded_path_equals_padded_path_at_real_tokens(components):
     torch.testing.assert_close(unpadded.pooler_output, padded.pooler_output, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("components", COMPONENTS)
+@pytest.mark.parametrize("training", [False, True])
+def test_an_empty_batch_gives_empty_outputs(components, training):
+    model = LeanBertForMaskedLM(tiny_config(**components)).train(training)
+    ids = torch.zeros(0, 10, dtype=torch.long)
+    with torch.set_grad_enabled(training):
+        for unpad in (False, True):
+            out = model(ids, attention_mask=torch.ones_like(ids), labels=torch.full_like(ids, -100), unpad=unpad)
+            assert out.logits.shape[0] == 0
+    encoder = LeanBertModel(tiny_config(**components)).train(training)
+    with torch.set_grad_enabled(training):
+        encoded = encoder(ids, attention_mask=torch.ones_like(ids), unpad=True)
+    assert encoded.last_hidden_state.shape == (0, 10, 32) and encoded.pooler_output.shape[0] == 0
+
+
+def test_sequences_of_length_zero_are_refused_by_name():
+    with pytest.raises(ValueError, match="length 0"):
+        LeanBertModel(tiny_config())(torch.zeros(2, 0, dtype=torch.long))
+
+
 def test_padding_does_not_change_real_token_outputs():
     model = LeanBertModel(tiny_config()).eval()
     ids, mask = batch()

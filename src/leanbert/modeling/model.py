@@ -105,6 +105,10 @@ class LeanBertModel(LeanBertPreTrainedModel):
         positions, zeros at padded ones (the default keeps BERT's values there, for exact parity)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if length == 0:
+            raise ValueError("the sequences have length 0: every sequence needs at least one token "
+                             "(a tokenizer adds [CLS] and [SEP])")
         _refuse_attention_outputs(self.config, kwargs)
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states

@@ -60,7 +60,7 @@ class FullAttention(nn.Module):
         context = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
         )  # (B, nh, L, hd)
-        return context.transpose(1, 2).reshape(batch, length, -1)
+        return context.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
 
     def _native_applies(self, qkv: torch.Tensor, layout: TokenLayout) -> bool:
         length = layout.batch_shape[1] if layout.unpadded else qkv.shape[1]  # the longest sequence, at most
