@@ -119,6 +119,18 @@ def test_missing_local_path_is_an_error_not_a_hub_lookup(tmp_path):
         load_corpus(str(tmp_path / "missing.txt"))
 
 
+def test_a_bare_name_that_is_neither_local_nor_on_the_hub_names_both(monkeypatch, tmp_path):
+    import leanbert.data.corpus as corpus
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'wiki' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(corpus, "load_dataset", offline)  # the hub is never asked in tests
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=rf"wiki: no such corpus file or folder under {tmp_path}.*Couldn't reach"):
+        load_corpus("wiki")
+
+
 def test_jsonl_with_custom_text_column(tmp_path):
     path = tmp_path / "docs.jsonl"
     path.write_text("\n".join(json.dumps({"body": f"document number {i}", "id": i}) for i in range(4)) + "\n")

@@ -232,7 +232,12 @@ def load_corpus(
     if isinstance(source, Path) or _looks_like_local_path(str(source)):
         raise DataError(f"{path}: no such corpus file or folder")
 
-    documents = load_dataset(str(source), config_name, split=split, cache_dir=cache_dir)
+    try:
+        documents = load_dataset(str(source), config_name, split=split, cache_dir=cache_dir)
+    except (ConnectionError, FileNotFoundError) as error:  # DatasetNotFoundError is a FileNotFoundError
+        # a bare relative name ("corpus", "data/wiki") may have been meant as a local folder
+        raise DataError(f"{source}: no such corpus file or folder under {Path.cwd()}, and no hub dataset of "
+                        f"that name could be loaded ({type(error).__name__}: {error})") from error
     _check_row_texts(documents, text_column, f"{source} ({split})")
     return _as_documents(documents, text_column)
 
