@@ -76,3 +76,35 @@ def test_a_missing_bert_source_is_one_clear_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nope: cannot load its config (not a local folder" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("what", "named", "missing"), [
+    ("pretrain", "env", "no tokenizers/bert-base-uncased folder"),
+    ("pretrain", "flag", "no tokenizers/bert-base-uncased folder"),
+    ("model", "env", "no glue/sst2/validation.jsonl"),
+    ("model", "flag", "no glue/sst2/validation.jsonl"),
+])
+def test_bench_refuses_a_named_data_folder_without_its_data(tmp_path, capsys, monkeypatch, what, named, missing):
+    import leanbert.bench.model_speed as model_speed
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("timed before the data was checked")
+
+    monkeypatch.setattr(model_speed, "_models", no_timing)
+    argv = ["bench", what, "--json", "--out", str(tmp_path / "out"), "--default-allocator"]
+    if named == "env":
+        monkeypatch.setenv("LEANBERT_DATA", str(tmp_path))
+    else:
+        argv += ["--data-dir", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and missing in err and str(tmp_path) in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bench_pretrain_refuses_a_named_data_folder_without_its_corpus(tmp_path, shared_dir, capsys):
+    import shutil
+
+    shutil.copytree(shared_dir / "data" / "tokenizers" / "bert-base-uncased", tmp_path / "tokenizers" / "bert-base-uncased")
+    assert main(["bench", "pretrain", "--data-dir", str(tmp_path), "--default-allocator"]) == 2
+    assert "no corpus/gutenberg_nltk folder" in capsys.readouterr().err

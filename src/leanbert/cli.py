@@ -66,17 +66,19 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _run_bench(args: argparse.Namespace) -> tuple[dict, str]:
-    from leanbert.local_data import find_data_root
+    from leanbert.local_data import find_data_root, named_data_root
 
+    named = named_data_root(args.data_dir)  # a named data root must hold what the benchmark reads
     if args.what == "model":
         from leanbert.bench.model_speed import run
 
-        result = run(args.preset or "bert-base", find_data_root(args.data_dir), args.tokenizer, repeats=args.repeats)
+        result = run(args.preset or "bert-base", find_data_root(args.data_dir), args.tokenizer, repeats=args.repeats,
+                     named=named)
         title = "leanbert encoder vs transformers BertModel (SDPA)"
     elif args.what == "pretrain":
         from leanbert.bench.pretrain_speed import run
 
-        result = run(args.preset, find_data_root(args.data_dir), repeats=args.repeats)
+        result = run(args.preset, find_data_root(args.data_dir), repeats=args.repeats, named=named)
         title = "pretraining throughput: leanbert vs transformers BertForMaskedLM"
     else:
         from leanbert.bench.fff_speed import run

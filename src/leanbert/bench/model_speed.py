@@ -97,12 +97,18 @@ def sst2_dev(bert, ours, sst2_path: Path, tokenizer_dir: str, repeats: int = 2) 
 
 
 def run(preset: str = "bert-base", data_root: Path | None = None, tokenizer: str | None = None,
-        repeats: int = 10) -> dict:
+        repeats: int = 10, named: str | None = None) -> dict:
+    """named: how the user named data_root (`local_data.named_data_root`): then its SST-2 dev file and
+    tokenizer must be there (FileNotFoundError before any timing), rather than the SST-2 run being skipped."""
+    from leanbert.local_data import default_tokenizer
+
+    sst2 = data_root / "glue" / "sst2" / "validation.jsonl" if data_root else None
+    if named and not sst2.is_file():
+        raise FileNotFoundError(f"{named}: no glue/sst2/validation.jsonl (the SST-2 dev run's data)")
+    tokenizer = tokenizer or default_tokenizer(data_root, named)
     bert, ours = _models(preset)
     result = {"preset": preset, "threads": torch.get_num_threads(), "torch": torch.__version__}
     result.update(padded_batches(bert, ours, repeats=repeats))
-    sst2 = data_root / "glue" / "sst2" / "validation.jsonl" if data_root else None
-    tokenizer = tokenizer or (str(data_root / "tokenizers" / "bert-base-uncased") if data_root else "bert-base-uncased")
     if sst2 is not None and sst2.is_file():
         result.update(sst2_dev(bert, ours, sst2, tokenizer))
     else:

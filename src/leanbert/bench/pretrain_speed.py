@@ -66,13 +66,19 @@ class _StepClock(TrainerCallback):
         return [tokens / seconds for tokens, seconds in zip(self.tokens[1:], self.seconds[1:])]
 
 
-def _blocks(data_root: Path | None, tokenizer, needed: int, seed: int = 0):
-    """`needed` packed 128-token blocks with a block_index column; real text when available."""
+def _blocks(data_root: Path | None, tokenizer, needed: int, seed: int = 0, named: str | None = None):
+    """`needed` packed 128-token blocks with a block_index column; real text when available.
+
+    named: how the user named data_root (`local_data.named_data_root`); then its Gutenberg corpus
+    must be there (FileNotFoundError), rather than the run falling back to random ids.
+    """
     from datasets import Dataset
 
     from leanbert.train.seeded_masking import INDEX_COLUMN
 
     gutenberg = data_root / "corpus" / "gutenberg_nltk" if data_root is not None else None
+    if named and not (gutenberg is not None and gutenberg.is_dir()):
+        raise FileNotFoundError(f"{named}: no corpus/gutenberg_nltk folder (the benchmark's text)")
     if gutenberg is not None and gutenberg.is_dir():
         from leanbert.data.corpus import load_corpus, pack_blocks, tokenize_documents
 
@@ -115,8 +121,11 @@ def _peer_config(config):
 
 
 def run(preset: str | None = None, data_root: Path | None = None, repeats: int = 5,
-        steps: int = STEPS_PER_RUN, attribution: bool = False) -> dict:
-    """Interleaved Trainer runs of leanbert and transformers; tokens/s and their ratio."""
+        steps: int = STEPS_PER_RUN, attribution: bool = False, named: str | None = None) -> dict:
+    """Interleaved Trainer runs of leanbert and transformers; tokens/s and their ratio.
+
+    named: how the user named data_root (`local_data.named_data_root`): its tokenizer and corpus must be there.
+    """
     import transformers
     from transformers import BertForMaskedLM, Trainer
 
@@ -129,9 +138,9 @@ def run(preset: str | None = None, data_root: Path | None = None, repeats: int =
     from leanbert.train.seeded_masking import SeededMasking
 
     preset = preset or DEFAULT_PRESET
-    tokenizer = load_tokenizer(default_tokenizer(data_root))
+    tokenizer = load_tokenizer(default_tokenizer(data_root, named))
     config = preset_config(preset)
-    blocks, source = _blocks(data_root, tokenizer, needed=BATCH * steps)
+    blocks, source = _blocks(data_root, tokenizer, needed=BATCH * steps, named=named)
     torch.manual_seed(0)
     candidates = {
         "leanbert": (PretrainTrainer, LeanBertForMaskedLM(config)),
