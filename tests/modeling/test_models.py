@@ -97,6 +97,24 @@ def test_sequences_of_length_zero_are_refused_by_name():
         LeanBertModel(tiny_config())(torch.zeros(2, 0, dtype=torch.long))
 
 
+@pytest.mark.parametrize("components", COMPONENTS)
+def test_torch_export_with_dynamic_batch_and_length_matches_eager(components):
+    from torch.export import Dim
+
+    model = LeanBertModel(tiny_config(**components)).eval()
+    ids, mask = batch()
+    batch_dim, length_dim = Dim("batch", min=1, max=64), Dim("length", min=2, max=128)
+    shapes = {"input_ids": {0: batch_dim, 1: length_dim}, "attention_mask": {0: batch_dim, 1: length_dim}}
+    exported = torch.export.export(model, (ids,), {"attention_mask": mask}, dynamic_shapes=shapes).module()
+    torch.manual_seed(1)
+    other_ids = torch.randint(1000, VOCAB, (5, 23))  # another batch size and length
+    for other_mask in (torch.ones_like(other_ids), (torch.arange(23) < torch.tensor([[23], [4], [17], [1], [9]])).long()):
+        with torch.no_grad():
+            got, want = exported(other_ids, attention_mask=other_mask), model(other_ids, attention_mask=other_mask)
+        torch.testing.assert_close(got.last_hidden_state, want.last_hidden_state, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got.pooler_output, want.pooler_output, atol=1e-5, rtol=1e-5)
+
+
 def test_padding_does_not_change_real_token_outputs():
     model = LeanBertModel(tiny_config()).eval()
     ids, mask = batch()

@@ -127,9 +127,15 @@ def _refuse_attention_outputs(config: LeanBertConfig, kwargs: dict) -> None:
 
 
 def _padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """(B, L) 0/1 -> (B, L) bool, or None when nothing is padded (attention then takes its maskless path)."""
+    """(B, L) 0/1 -> (B, L) bool, or None when nothing is padded (attention then takes its maskless path).
+
+    While torch.compile, torch.export or torch.jit traces the model the mask is kept as it is: both
+    checks read the mask's values, which a graph for every input cannot branch on.
+    """
     if attention_mask is None:
         return None
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return attention_mask.bool()
     if attention_mask.dtype != torch.bool and bool((attention_mask < 0).any()):  # float or integer
         raise ValueError("attention_mask must hold 1 (attend) and 0 (padding); this one has negative values, "
                          "as an additive mask (0 / -10000) would, which would read inverted")

@@ -23,8 +23,10 @@ class TokenLayout:
     mask: torch.Tensor | None
     unpadded: bool = False
 
-    def __post_init__(self) -> None:
-        self.indices = None if self.mask is None else self.mask.reshape(-1).nonzero().squeeze(1)  # (T,)
+    @cached_property
+    def indices(self) -> torch.Tensor:
+        """(T,) int64: the real tokens' rows in the flattened (B * L) grid (only the unpadded layout asks)."""
+        return self.mask.reshape(-1).nonzero().squeeze(1)
 
     @cached_property
     def offsets(self) -> torch.Tensor:
