@@ -136,4 +136,4 @@ def test_plain_loop_serves_when_the_compiled_kernels_are_off(monkeypatch):
     with torch.inference_mode():
         out = model(ids).last_hidden_state
     assert out.shape == (2, 6, 32) and torch.isfinite(out).all()
-    assert not model.encoder._fused_norms_apply(torch.zeros(2, 6, 32))
+    assert not model.encoder._fused_norms_apply(torch.zeros(2, 6, 32), model.encoder._sub_layers())

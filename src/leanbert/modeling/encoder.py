@@ -60,7 +60,6 @@ class LeanBertEncoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(LeanBertLayer(config) for _ in range(config.num_hidden_layers))
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.final_norm else None
-        self.pre_norm = config.norm_scheme == "pre"
         self.use_fused_norms = True  # set False to force the plain loop (Residual.forward)
 
     def forward(
@@ -69,8 +68,9 @@ class LeanBertEncoder(nn.Module):
         """x: (B, L, H). With `layout.unpadded` the layers see (T, H) and padded outputs are zeros."""
         if layout.unpadded:
             x = layout.unpad(x)  # (T, H)
-        if self.use_fused_norms and not output_hidden_states and self._fused_norms_apply(x):
-            x = self._forward_fused_norms(x, layout)
+        subs = self._sub_layers()
+        if self.use_fused_norms and not output_hidden_states and self._fused_norms_apply(x, subs):
+            x = self._forward_fused_norms(x, layout, subs)
             return (layout.pad(x) if layout.unpadded else x), None
         states = [x] if output_hidden_states else None
         for layer in self.layers:
@@ -90,8 +90,8 @@ class LeanBertEncoder(nn.Module):
         """Every residual sub-layer in order, and whether its block takes the token layout."""
         return [pair for layer in self.layers for pair in ((layer.attention, True), (layer.ffn, False))]
 
-    def _fused_norms_apply(self, x: torch.Tensor) -> bool:
-        subs = [sub for sub, _ in self._sub_layers()]
+    def _fused_norms_apply(self, x: torch.Tensor, sub_layers: list[tuple[Residual, bool]]) -> bool:
+        subs = [sub for sub, _ in sub_layers]
         norms = [sub.norm for sub in subs if isinstance(sub, Residual)] + ([self.final_norm] if self.final_norm else [])
         # the fused loop calls neither the layers, the Residual wrappers nor their norms: hooks on them would not run
         bypassed = [*self.layers, *subs, *norms]
@@ -99,13 +99,14 @@ class LeanBertEncoder(nn.Module):
                 and not any(module._forward_hooks or module._forward_pre_hooks for module in bypassed)
                 and add_norm.fast_path_applies(x, norms))
 
-    def _forward_fused_norms(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    def _forward_fused_norms(
+        self, x: torch.Tensor, layout: TokenLayout, subs: list[tuple[Residual, bool]]
+    ) -> torch.Tensor:
         """The layers' equations with each residual add and the norm after it in one pass (inference).
 
         x is never written (the caller's); every other buffer written is a sub-layer's fresh output.
         """
-        subs = self._sub_layers()
-        if not self.pre_norm:  # x = LN(x + f(x)): the norm's output over f's
+        if not subs[0][0].pre_norm:  # x = LN(x + f(x)): the norm's output over f's
             for sub, takes_layout in subs:
                 update = sub.block(x, *((layout,) if takes_layout else ())).contiguous()
                 add_norm.add_norm_(x, update, sub.norm, norm_out=update)
