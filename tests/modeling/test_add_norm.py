@@ -121,6 +121,13 @@ def test_fused_loop_leaves_the_callers_input_alone_and_serves_only_eager_inferen
         model.encoder(x, TokenLayout(None))  # a hook on a layer must run: plain loop
     handle.remove()
     assert seen == [(3, 10, 32)]
+    kept = []
+    handle = model.encoder.layers[0].attention.block.output.register_forward_hook(
+        lambda module, args, out: kept.append((out, out.clone())))
+    with torch.inference_mode():
+        model.encoder(x, TokenLayout(None))  # a hook that keeps a block's output must find it unchanged
+    handle.remove()
+    assert torch.equal(*kept[0])
     model.train()
     with torch.no_grad():
         model.encoder(x, TokenLayout(None))  # dropout is on in training: plain loop
