@@ -51,5 +51,6 @@ def default_tokenizer(data_root: Path | None, named: str | None = None) -> str:
         return str(local)
     if named:
         raise FileNotFoundError(f"{named}: no tokenizers/bert-base-uncased folder "
-                                "(the default tokenizer); add it or set data.tokenizer")
+                                "(the default tokenizer); add it, or name a tokenizer (a recipe's data.tokenizer, "
+                                "`leanbert bench model --tokenizer`)")
     return "google-bert/bert-base-uncased"
