@@ -40,17 +40,23 @@ def named_data_root(explicit: str | os.PathLike | None = None) -> str | None:
     return None
 
 
-def default_tokenizer(data_root: Path | None, named: str | None = None) -> str:
-    """The local uncased BERT WordPiece tokenizer when present, else its hub name.
+def local_part(data_root: Path | None, relative: str, named: str | None, what: str) -> Path | None:
+    """data_root / relative when it exists, else None (the caller falls back to the hub or skips).
 
-    named: how the user named data_root (`named_data_root`); then a missing tokenizer folder is a
-    FileNotFoundError that says so.
+    named: how the user named data_root (`named_data_root`); then a missing part is a
+    FileNotFoundError, "<named>: no <relative> <what>".
     """
-    local = data_root / "tokenizers" / "bert-base-uncased" if data_root is not None else None
-    if local is not None and local.is_dir():
-        return str(local)
+    path = data_root / relative if data_root is not None else None
+    if path is not None and path.exists():
+        return path
     if named:
-        raise FileNotFoundError(f"{named}: no tokenizers/bert-base-uncased folder "
-                                "(the default tokenizer); add it, or name a tokenizer (a recipe's data.tokenizer, "
-                                "`leanbert bench model --tokenizer`)")
-    return "google-bert/bert-base-uncased"
+        raise FileNotFoundError(f"{named}: no {relative} {what}")
+    return None
+
+
+def default_tokenizer(data_root: Path | None, named: str | None = None) -> str:
+    """The local uncased BERT WordPiece tokenizer when present, else its hub name (`local_part`'s `named`)."""
+    local = local_part(data_root, "tokenizers/bert-base-uncased", named,
+                       "folder (the default tokenizer); add it, or name a tokenizer (a recipe's data.tokenizer, "
+                       "`leanbert bench model --tokenizer`)")
+    return str(local) if local is not None else "google-bert/bert-base-uncased"

@@ -100,16 +100,14 @@ def run(preset: str = "bert-base", data_root: Path | None = None, tokenizer: str
         repeats: int = 10, named: str | None = None) -> dict:
     """named: how the user named data_root (`local_data.named_data_root`): then its SST-2 dev file and
     tokenizer must be there (FileNotFoundError before any timing), rather than the SST-2 run being skipped."""
-    from leanbert.local_data import default_tokenizer
+    from leanbert.local_data import default_tokenizer, local_part
 
-    sst2 = data_root / "glue" / "sst2" / "validation.jsonl" if data_root else None
-    if named and not sst2.is_file():
-        raise FileNotFoundError(f"{named}: no glue/sst2/validation.jsonl (the SST-2 dev run's data)")
+    sst2 = local_part(data_root, "glue/sst2/validation.jsonl", named, "(the SST-2 dev run's data)")
     tokenizer = tokenizer or default_tokenizer(data_root, named)
     bert, ours = _models(preset)
     result = {"preset": preset, "threads": torch.get_num_threads(), "torch": torch.__version__}
     result.update(padded_batches(bert, ours, repeats=repeats))
-    if sst2 is not None and sst2.is_file():
+    if sst2 is not None:
         result.update(sst2_dev(bert, ours, sst2, tokenizer))
     else:
         result["sst2_dev_ratio"] = None

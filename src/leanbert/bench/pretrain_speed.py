@@ -74,12 +74,11 @@ def _blocks(data_root: Path | None, tokenizer, needed: int, seed: int = 0, named
     """
     from datasets import Dataset
 
+    from leanbert.local_data import local_part
     from leanbert.train.seeded_masking import INDEX_COLUMN
 
-    gutenberg = data_root / "corpus" / "gutenberg_nltk" if data_root is not None else None
-    if named and not (gutenberg is not None and gutenberg.is_dir()):
-        raise FileNotFoundError(f"{named}: no corpus/gutenberg_nltk folder (the benchmark's text)")
-    if gutenberg is not None and gutenberg.is_dir():
+    gutenberg = local_part(data_root, "corpus/gutenberg_nltk", named, "folder (the benchmark's text)")
+    if gutenberg is not None:
         from leanbert.data.corpus import load_corpus, pack_blocks, tokenize_documents
 
         blocks = pack_blocks(tokenize_documents(load_corpus(gutenberg), tokenizer), tokenizer, SEQ_LEN)

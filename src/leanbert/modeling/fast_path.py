@@ -13,9 +13,14 @@ from __future__ import annotations
 import torch
 
 
+def tracing() -> bool:
+    """Whether torch.compile, torch.export or torch.jit is tracing the model (no branch on values then)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def eager_float32_cpu(x: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling() and not torch.jit.is_tracing())
+            and not tracing())
 
 
 def eager_float32_cpu_inference(x: torch.Tensor) -> bool:

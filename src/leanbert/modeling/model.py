@@ -27,6 +27,7 @@ from leanbert.config import LeanBertConfig
 from leanbert.modeling.derived_weight import clear_derived_weights
 from leanbert.modeling.embeddings import SinusoidalPositions
 from leanbert.modeling.encoder import LeanBertEncoder, LeanBertLayer
+from leanbert.modeling.fast_path import tracing
 from leanbert.modeling.heads import MaskedLMHead, Pooler, classifier_dropout, sequence_classification_loss
 from leanbert.modeling.registry import EMBEDDINGS
 from leanbert.modeling.token_layout import TokenLayout
@@ -134,7 +135,7 @@ def _padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     """
     if attention_mask is None:
         return None
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+    if tracing():
         return attention_mask.bool()
     if attention_mask.dtype != torch.bool and bool((attention_mask < 0).any()):  # float or integer
         raise ValueError("attention_mask must hold 1 (attend) and 0 (padding); this one has negative values, "
