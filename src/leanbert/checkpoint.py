@@ -23,6 +23,16 @@ class CheckpointError(ValueError):
     """A checkpoint folder or file that cannot be used; the message names the file and the problem."""
 
 
+def local_checkpoint_folder(src: str | os.PathLike) -> Path:
+    """src itself when it is a folder; else a hub name, fetched (config, weights, tokenizer files only)."""
+    if Path(src).is_dir():
+        return Path(src)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(src), allow_patterns=["config.json", "*.safetensors", "*.bin", "*.txt", "*.json",
+                                                             "tokenizer*", "special_tokens_map.json"]))
+
+
 def read_config(folder: str | os.PathLike) -> dict:
     path = Path(folder) / "config.json"
     if not path.is_file():

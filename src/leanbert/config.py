@@ -4,7 +4,7 @@ The config is the single source of truth for a leanbert model. The encoder reads
 selectors and looks each one up in a registry (`leanbert.modeling.registry`):
 
     embedding_type  "dense" | "hash" | ...   token embeddings (positions, token types, LayerNorm as BERT)
-    attention_type  "full" | ...             the token-mixing sub-layer
+    attention_type  "full" | "mega" | ...    the token-mixing sub-layer
     ffn_type        "dense" | ...            the feed-forward sub-layer
 
 so any embedding can be combined with any attention and any feed-forward. Every error names the
@@ -40,18 +40,30 @@ class LeanBertConfig(PreTrainedConfig):
         embedding_type (str, "dense"): "dense" (vocab x hidden table) or "hash" (vocab x k table, then a
             k x hidden projection without bias; BERT Hash).
         hash_projections (int | None): k, the width of the hash table; required for "hash".
-        attention_type (str, "full"): token mixer; "full" is scaled-dot-product attention over all tokens.
+        attention_type (str, "full"): token mixer; "full" is scaled-dot-product attention over all tokens;
+            "mega" is MEGA's moving-average gated attention (single head, EMA then gated softmax attention
+            inside chunks; it owns its residual and norm), with:
+        mega_ema_size (int, 16): N, the dimensions of the damped EMA per channel.
+        mega_shared_size (int, 128): Z, the width of the shared query/key representation.
+        mega_value_size (int | None, None): the width of the values and of the attention gate; None = 2 H.
+        mega_chunk_size (int, -1): attention runs inside chunks of this many tokens (-1: over the whole
+            sequence, which must then be at most max_position_embeddings long). The EMA always spans the
+            whole sequence.
+        mega_bidirectional (bool, True): the EMA runs both ways (an encoder); False = causal.
         ffn_type (str, "dense"): feed-forward; "dense" is Linear -> act -> Linear; "fff" is UltraFastBERT's
             fast feed-forward: `fff_trees` parallel trees of depth `fff_depth`, each token visiting depth+1
             GELU neurons per tree (2^(depth+1) - 1 neurons per tree in all).
         fff_depth (int, 11), fff_trees (int, 1): the FFF shape ("1x11" = 1 tree of depth 11).
 
     Backbone options (BERT's values are the defaults; crammedBERT / UltraFastBERT use the others):
-        position_embedding_type (str, "absolute"): "absolute" (learned table) or "scaled_sinusoidal"
-            (fixed sin/cos table times a learned scalar).
+        position_embedding_type (str, "absolute"): "absolute" (learned table), "scaled_sinusoidal"
+            (fixed sin/cos table times a learned scalar) or "none" (no absolute positions: MEGA, whose
+            attention carries a relative-position bias instead).
         embedding_norm (bool, True): LayerNorm on the embedding sum.
         norm_scheme (str, "post"): "post" = LayerNorm(x + f(x)) as BERT; "pre" = x + f(LayerNorm(x)).
-        final_norm (bool, False): a LayerNorm after the last layer (pre-LN models need it).
+        norm_type (str, "layernorm"): the sub-layers' and the final norm: "layernorm" or "scalenorm"
+            (g x / sqrt(mean(x^2) + eps), one scalar g; MEGA). The embedding norm stays a LayerNorm.
+        final_norm (bool, False): a norm after the last layer (pre-LN models need it).
         use_bias (bool, True): biases on the encoder's dense layers.
         pooler_type (str, "cls"): sequence-classification pooling: "cls" (BERT pooler: tanh(W h_cls)) or
             "avg" (mean over valid tokens, then tanh(W .)).
@@ -60,6 +72,8 @@ class LeanBertConfig(PreTrainedConfig):
             V x H decoder (an MLM-only part: base-model counts and fine-tuned models do not include it).
         mlm_head_transform (bool, True): the Dense -> act -> LayerNorm transform before the vocabulary
             projection (BERT); False goes straight to the tied decoder.
+        mlm_head_act (str | None, None): the transform's activation; None = hidden_act (MEGA uses "tanh").
+        mlm_head_norm (bool, True): the transform's LayerNorm (MEGA has none).
         mlm_decoder_bias (bool, True): a per-token bias on the MLM logits.
         sparse_prediction (bool, True): when labels are given, project only the masked positions to the
             vocabulary (the projection dominates a tiny model's cost). Logits then have shape (n_masked, V).
@@ -89,14 +103,22 @@ class LeanBertConfig(PreTrainedConfig):
     ffn_type: str = "dense"
     fff_depth: int = 11
     fff_trees: int = 1
+    mega_ema_size: int = 16
+    mega_shared_size: int = 128
+    mega_value_size: int | None = None
+    mega_chunk_size: int = -1
+    mega_bidirectional: bool = True
 
     position_embedding_type: str = "absolute"
     embedding_norm: bool = True
     norm_scheme: str = "post"
+    norm_type: str = "layernorm"
     final_norm: bool = False
     use_bias: bool = True
     pooler_type: str = "cls"
     mlm_head_transform: bool = True
+    mlm_head_act: str | None = None
+    mlm_head_norm: bool = True
     mlm_decoder_bias: bool = True
     sparse_prediction: bool = True
 
@@ -145,7 +167,11 @@ class LeanBertConfig(PreTrainedConfig):
             _require(self, field, _is_probability(getattr(self, field)), "a number p with 0 <= p < 1")
         _require(self, "classifier_dropout", self.classifier_dropout is None or _is_probability(self.classifier_dropout),
                  "a number p with 0 <= p < 1 (or None)")
+        _require(self, "mlm_head_act", self.mlm_head_act is None
+                 or (isinstance(self.mlm_head_act, str) and self.mlm_head_act in ACT2FN),
+                 f"None (= hidden_act) or a transformers activation such as {sorted(ACT2FN)[:6]}")
         _require(self, "norm_scheme", self.norm_scheme in ("post", "pre"), str(["post", "pre"]))
+        _require(self, "norm_type", self.norm_type in ("layernorm", "scalenorm"), str(["layernorm", "scalenorm"]))
         _require(self, "pooler_type", self.pooler_type in ("cls", "avg"), str(["cls", "avg"]))
         # each registered component may check its own parameters
         for field, registry in REGISTRIES.items():
@@ -155,7 +181,7 @@ class LeanBertConfig(PreTrainedConfig):
 
 
 _BOOL_FIELDS = ("tie_word_embeddings", "embedding_norm", "final_norm", "use_bias", "mlm_head_transform",
-                "mlm_decoder_bias", "sparse_prediction")
+                "mlm_head_norm", "mlm_decoder_bias", "sparse_prediction")
 
 
 def _require(config: LeanBertConfig, field: str, holds: bool, allowed: str) -> None:

@@ -1,9 +1,10 @@
 """Importers of published checkpoints into leanbert: `convert_checkpoint(source_format, src, out)`."""
 
 from leanbert.convert.bert import convert_bert
+from leanbert.convert.mega import convert_mega
 from leanbert.convert.ultrafastbert import convert_ultrafastbert
 
-CONVERTERS = {"bert": convert_bert, "ultrafastbert": convert_ultrafastbert}
+CONVERTERS = {"bert": convert_bert, "mega": convert_mega, "ultrafastbert": convert_ultrafastbert}
 
 
 def convert_checkpoint(source_format: str, src: str, out: str):

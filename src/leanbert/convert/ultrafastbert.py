@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from leanbert.atomic_io import atomic_directory
-from leanbert.checkpoint import CheckpointError, load_folder_weights
+from leanbert.checkpoint import CheckpointError, load_folder_weights, local_checkpoint_folder
 from leanbert.config import LeanBertConfig
 from leanbert.modeling.model import LeanBertForMaskedLM
 
@@ -130,17 +130,8 @@ def _read_arch(src: Path) -> dict:
     return config["arch"]
 
 
-def _local_folder(src: str | os.PathLike) -> Path:
-    if Path(src).is_dir():
-        return Path(src)
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(str(src), allow_patterns=["config.json", "*.safetensors", "*.bin", "*.txt",
-                                                             "tokenizer*", "special_tokens_map.json"]))
-
-
 def load_ultrafastbert(src: str | os.PathLike) -> LeanBertForMaskedLM:
-    folder = _local_folder(src)
+    folder = local_checkpoint_folder(src)
     config = leanbert_config_from_crammed(_read_arch(folder))
     state = crammed_state_dict_to_leanbert(load_folder_weights(folder), config.num_attention_heads)
     model = LeanBertForMaskedLM(config)
@@ -157,7 +148,7 @@ def convert_ultrafastbert(src: str | os.PathLike, out: str | os.PathLike) -> Lea
         try:
             from transformers import AutoTokenizer
 
-            AutoTokenizer.from_pretrained(_local_folder(src)).save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(local_checkpoint_folder(src)).save_pretrained(tmp)
         except (OSError, ValueError):
             pass  # weights-only source: the user brings the tokenizer
     return model

@@ -9,8 +9,9 @@ The hash table is a k-float "hash" of each token that a shared projection re-enc
 size: for V=30,522, k=5, H=768 that is 156,450 parameters instead of 23.4 M. Cost per token: one
 row lookup, plus for "hash" a k x H matrix-vector product (2kH FLOPs). Memory O(L*H).
 
-Positions are "absolute" (a learned table, BERT) or "scaled_sinusoidal" (crammedBERT: a fixed
-sin/cos table times one learned scalar initialised to H^-1/2).
+Positions are "absolute" (a learned table, BERT), "scaled_sinusoidal" (crammedBERT: a fixed
+sin/cos table times one learned scalar initialised to H^-1/2) or "none" (MEGA, whose attention has
+a relative-position bias; the sequence length is then not bounded here).
 
 Both embeddings also `decode` hidden states back to vocabulary logits with their own (tied) table,
 so the MLM head of a hash model costs V*k, not V*H, parameters:
@@ -29,7 +30,7 @@ from torch.nn import functional as F
 from leanbert.config import LeanBertConfig
 from leanbert.modeling.registry import EMBEDDINGS
 
-POSITION_TYPES = ("absolute", "scaled_sinusoidal")
+POSITION_TYPES = ("absolute", "scaled_sinusoidal", "none")
 
 
 class SinusoidalPositions(nn.Module):
@@ -62,8 +63,10 @@ class _TokenEmbeddings(nn.Module):
         self.max_positions = config.max_position_embeddings
         if self.position_type == "absolute":
             self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        else:
+        elif self.position_type == "scaled_sinusoidal":
             self.position_embeddings = SinusoidalPositions(config.hidden_size, config.max_position_embeddings)
+        else:
+            self.position_embeddings = None
         self.token_type_embeddings = (
             nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size > 0 else None
         )
@@ -98,12 +101,13 @@ class _TokenEmbeddings(nn.Module):
     ) -> torch.Tensor:
         x = self.token(input_ids) if inputs_embeds is None else self.from_table_rows(inputs_embeds)  # (B, L, H)
         length = x.shape[1]
-        if position_ids is None:
-            if length > self.max_positions:
-                raise ValueError(f"a sequence of {length} tokens is longer than the model's "
-                                 f"max_position_embeddings={self.max_positions}; truncate it")
-            position_ids = torch.arange(length, device=x.device)
-        x = x + self.position_embeddings(position_ids)
+        if self.position_embeddings is not None:  # "none": position_ids, if given, have nothing to select
+            if position_ids is None:
+                if length > self.max_positions:
+                    raise ValueError(f"a sequence of {length} tokens is longer than the model's "
+                                     f"max_position_embeddings={self.max_positions}; truncate it")
+                position_ids = torch.arange(length, device=x.device)
+            x = x + self.position_embeddings(position_ids)
         if self.token_type_embeddings is not None:
             if token_type_ids is None:  # all segment 0: one broadcast row, no gather
                 x = x + self.token_type_embeddings.weight[0]

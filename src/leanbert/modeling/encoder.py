@@ -21,17 +21,18 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from leanbert.config import LeanBertConfig
 from leanbert.modeling import add_norm
+from leanbert.modeling.norms import make_norm
 from leanbert.modeling.registry import ATTENTION, FFN
 from leanbert.modeling.token_layout import TokenLayout
 
 
 class Residual(nn.Module):
-    """Wraps a sub-layer f with dropout, a residual connection and a LayerNorm (pre or post)."""
+    """Wraps a sub-layer f with dropout, a residual connection and a norm (pre or post; `config.norm_type`)."""
 
     def __init__(self, block: nn.Module, config: LeanBertConfig):
         super().__init__()
         self.block = block
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.norm = make_norm(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.pre_norm = config.norm_scheme == "pre"
 
@@ -59,7 +60,7 @@ class LeanBertEncoder(nn.Module):
     def __init__(self, config: LeanBertConfig):
         super().__init__()
         self.layers = nn.ModuleList(LeanBertLayer(config) for _ in range(config.num_hidden_layers))
-        self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.final_norm else None
+        self.final_norm = make_norm(config) if config.final_norm else None
         self.use_fused_norms = True  # set False to force the plain loop (Residual.forward)
 
     def forward(

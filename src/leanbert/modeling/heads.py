@@ -3,7 +3,8 @@
     pooler "cls":  p = tanh(W h_[CLS] + b)                         (BERT; [CLS] is the first real token)
     pooler "avg":  p = tanh(W mean_{valid i} h_i + b)              (crammedBERT's average-pool head)
     MLM:           logits = decode(LN(act(W h + b))) + bias         decode = the embedding's tied table,
-                                                                 or D (V x H) when untied
+                                                                 or D (V x H) when untied; the transform
+                                                                 (and its LN) optional, act = mlm_head_act
 
 Tied (`tie_word_embeddings`, the default), the MLM decode is the embedding's own `decode`, so a hash
 model's head costs V + H^2 parameters, never a V x H matrix; but its logits then have rank k (16 for
@@ -49,8 +50,9 @@ class MaskedLMHead(nn.Module):
         super().__init__()
         if config.mlm_head_transform:
             self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-            self.act = ACT2FN[config.hidden_act]
-            self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+            self.act = ACT2FN[config.mlm_head_act or config.hidden_act]
+            self.norm = (nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.mlm_head_norm
+                         else nn.Identity())
         else:
             self.dense = None
         self.decoder = None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size,

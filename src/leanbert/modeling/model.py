@@ -24,11 +24,13 @@ from transformers.utils import can_return_tuple
 
 from leanbert.checkpoint import check_checkpoint_folder
 from leanbert.config import LeanBertConfig
+from leanbert.modeling.attention.mega import MegaAttention
 from leanbert.modeling.derived_weight import clear_derived_weights
 from leanbert.modeling.embeddings import SinusoidalPositions
 from leanbert.modeling.encoder import LeanBertEncoder, LeanBertLayer
 from leanbert.modeling.fast_path import tracing
 from leanbert.modeling.heads import MaskedLMHead, Pooler, classifier_dropout, sequence_classification_loss
+from leanbert.modeling.norms import ScaleNorm
 from leanbert.modeling.registry import EMBEDDINGS
 from leanbert.modeling.token_layout import TokenLayout
 
@@ -72,6 +74,10 @@ class LeanBertPreTrainedModel(PreTrainedModel):
             positions, hidden = module.table.shape
             init.copy_(module.table, SinusoidalPositions.sinusoid_table(positions, hidden))
             init.constant_(module.scale_factor, hidden**-0.5)
+        elif isinstance(module, ScaleNorm):
+            init.ones_(module.scalar)
+        elif isinstance(module, MegaAttention):
+            module.reset_parameters(self.config.initializer_range)
 
 
 class LeanBertModel(LeanBertPreTrainedModel):

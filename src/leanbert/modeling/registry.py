@@ -53,6 +53,7 @@ REGISTRIES = {"embedding_type": EMBEDDINGS, "attention_type": ATTENTION, "ffn_ty
 COMPONENT_MODULES = (
     "leanbert.modeling.embeddings",
     "leanbert.modeling.attention.full",
+    "leanbert.modeling.attention.mega",
     "leanbert.modeling.ffn.dense",
     "leanbert.modeling.ffn.fff_component",
 )
