@@ -18,6 +18,12 @@ CRAMMED_BACKBONE = dict(norm_scheme="pre", use_bias=False, position_embedding_ty
                         embedding_norm=True, final_norm=True, mlm_head_transform=False, mlm_decoder_bias=False,
                         pooler_type="avg", type_vocab_size=0)
 
+# MEGA's encoder: word embeddings only, EMA + gated attention (one head) with ScaleNorm and SiLU, no final norm,
+# an MLM head without its LayerNorm (transformers' MegaForMaskedLM).
+MEGA_BACKBONE = dict(attention_type="mega", num_attention_heads=1, hidden_act="silu", position_embedding_type="none",
+                     embedding_norm=False, norm_type="scalenorm", layer_norm_eps=1e-5, pad_token_id=1,
+                     mlm_head_act="tanh", mlm_head_norm=False)
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -54,6 +60,14 @@ PRESETS: dict[str, Preset] = {
                     num_attention_heads=12, max_position_embeddings=128, ffn_type="fff", fff_depth=11,
                     fff_trees=1),
                "1 tree of depth 11 per layer: 4,095 neurons, 12 used per token"),
+        Preset("mega-small-16k", "MEGA seed 003 (arXiv 2209.10655), the 16k-context encoder "
+               "(mega-encoder-small-16k-v1); fields from the config.json of its fine-tune "
+               "BEE-spoke-data/mega-small-embed-synthSTS-16384-v1",
+               dict(MEGA_BACKBONE, vocab_size=50304, hidden_size=768, num_hidden_layers=8, intermediate_size=2304,
+                    mega_ema_size=32, mega_shared_size=192, mega_value_size=2304, mega_chunk_size=1024,
+                    max_position_embeddings=16384, norm_scheme="post", type_vocab_size=2,
+                    mlm_head_transform=False),
+               "attention inside chunks of 1,024 tokens, the EMA across all 16,384; post-norm"),
     ]
 }
 

@@ -68,11 +68,33 @@ def _copy(shared_dir, tmp_path, edit_config=None, edit_state=None):
 
 @pytest.mark.parametrize("field, value", [("relative_positional_bias", "rotary"), ("attention_activation", "laplace"),
                                           ("normalize_before_mega", False), ("normalization_type", "batchnorm"),
+                                          ("use_normalized_ffn", False),
                                           ("model_type", "bert")])
 def test_unsupported_choices_are_refused_by_name(shared_dir, tmp_path, field, value):
     src = _copy(shared_dir, tmp_path, edit_config=lambda c: c.__setitem__(field, value))
     with pytest.raises(CheckpointError, match=rf"config\.json.*{field}={value!r}"):
         load_mega(src)
+
+
+def test_post_norm_checkpoints_map_to_post_norm(shared_dir, tmp_path):
+    """The published 16k encoders normalise after each sub-layer (normalize_before_mega/ffn false)."""
+
+    def post(config):
+        config.update(normalize_before_mega=False, normalize_before_ffn=False, add_lm_hidden_dense_layer=False,
+                      add_token_type_embeddings=True)
+
+    def drop_head(state):
+        del state["dense.weight"], state["dense.bias"]
+        state["mega.embedding_layer.token_type_embeddings.weight"] = torch.randn(2, 64)
+
+    model = load_mega(_copy(shared_dir, tmp_path, edit_config=post, edit_state=drop_head))
+    assert (model.config.norm_scheme, model.config.mlm_head_transform, model.config.type_vocab_size) == ("post", False, 2)
+    ids = torch.randint(3, 1000, (2, 20))
+    with torch.no_grad():
+        hidden = model.leanbert(ids).last_hidden_state
+        scalar = model.leanbert.encoder.layers[-1].ffn.norm.scalar
+    # the last thing each layer does is its ScaleNorm: every token's RMS is the norm's scalar
+    torch.testing.assert_close(hidden.pow(2).mean(-1).sqrt(), scalar.abs().expand(2, 20), atol=1e-4, rtol=1e-4)
 
 
 def test_a_missing_config_field_is_named(shared_dir, tmp_path):

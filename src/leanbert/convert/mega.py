@@ -3,9 +3,10 @@
 `model.safetensors` or `pytorch_model.bin`.
 
 MEGA's choices map onto generic leanbert options: word embeddings only (no absolute positions, no
-embedding norm), `attention_type="mega"` (EMA + gated chunked attention with the "simple" relative
-bias, which owns its residual and norm), MEGA's normalised feed-forward as a pre-norm dense
-feed-forward with the same norm, no final norm, and an MLM head of Dense -> tanh -> tied decoder.
+embedding norm; token types when the checkpoint has them), `attention_type="mega"` (EMA + gated chunked attention with the "simple" relative
+bias, which owns its residual and norm), MEGA's normalised feed-forward as a dense feed-forward with the same norm (pre-norm, or post-norm as in
+the published 16k encoders: `normalize_before_*`), no final norm, and an MLM head of Dense -> tanh ->
+tied decoder (or the decoder alone without `add_lm_hidden_dense_layer`).
 Every choice leanbert cannot express is refused by name.
 """
 
@@ -25,8 +26,7 @@ from leanbert.modeling.model import LeanBertForMaskedLM
 # config fields whose value leanbert's MEGA needs; an absent field holds MegaConfig's default
 _EXPECTED = {
     "relative_positional_bias": ("simple", "rotary"), "attention_activation": ("softmax", "softmax"),
-    "norm_affine": (True, True), "normalize_before_mega": (True, True), "normalize_before_ffn": (True, True),
-    "use_normalized_ffn": (True, True), "truncation": (None, None),
+    "norm_affine": (True, True), "use_normalized_ffn": (True, True), "truncation": (None, None),
 }
 _NORMS = {"scalenorm": "scalenorm", "layernorm": "layernorm"}
 
@@ -62,6 +62,10 @@ def leanbert_config_from_mega(config: dict, source: str = "config.json") -> Lean
         if config.get(name, default) != needed:
             raise CheckpointError(f"{source}: MEGA {name}={config.get(name, default)!r} is not supported "
                                   f"(expected {needed!r})")
+    before_mega, before_ffn = config.get("normalize_before_mega", True), config.get("normalize_before_ffn", True)
+    if before_mega != before_ffn:
+        raise CheckpointError(f"{source}: MEGA normalize_before_mega={before_mega!r} with normalize_before_ffn="
+                              f"{before_ffn!r} is not supported (leanbert norms both sub-layers alike)")
     norm = config.get("normalization_type", "scalenorm")
     if norm not in _NORMS:
         raise CheckpointError(f"{source}: MEGA normalization_type={norm!r} is not supported; allowed: {sorted(_NORMS)}")
@@ -82,7 +86,8 @@ def leanbert_config_from_mega(config: dict, source: str = "config.json") -> Lean
             mega_shared_size=config.get("shared_representation_size", 64),
             mega_value_size=config.get("intermediate_size", 256), mega_chunk_size=chunk,
             mega_bidirectional=config.get("bidirectional", True),
-            position_embedding_type="none", embedding_norm=False, norm_scheme="pre", norm_type=_NORMS[norm],
+            position_embedding_type="none", embedding_norm=False, norm_scheme="pre" if before_mega else "post",
+            norm_type=_NORMS[norm],
             final_norm=False, use_bias=True,
             mlm_head_transform=config.get("add_lm_hidden_dense_layer", True), mlm_head_act="tanh",
             mlm_head_norm=False, mlm_decoder_bias=True,

@@ -71,3 +71,14 @@ def test_low_precision_inputs_run_the_fft_in_float32():
     x = torch.randn(2, 7, 4)
     out = ema.to(torch.bfloat16)(x.to(torch.bfloat16))
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(length=st.integers(1, 300), bidirectional=st.booleans(), seed=st.integers(0, 2**16))
+def test_the_blocked_kernel_equals_the_direct_sum_of_powers(length, bidirectional, seed):
+    ema = _ema(hidden=3, ndim=4, bidirectional=bidirectional, seed=seed)
+    alpha = torch.sigmoid(ema.damping)
+    q = 1 - alpha * torch.sigmoid(ema.decay)  # (C, N)
+    lags = torch.arange(length, dtype=torch.float64)
+    direct = ((alpha * ema.expansion * ema.projection).unsqueeze(-1) * q.unsqueeze(-1) ** lags).sum(1) / 2.0
+    torch.testing.assert_close(ema.kernel(length), direct, atol=1e-12, rtol=1e-9)

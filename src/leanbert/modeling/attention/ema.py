@@ -13,9 +13,11 @@ k1 and backward k2 (lag 0 counted by both):
     out = act(y + omega * x)                  (omega: a per-channel residual weight)
 
 Padded positions are zeroed before the convolution, so they add nothing to the real ones; the
-residual term uses x as given. Cost per sequence: the kernel O(C N L) (C = 2H both ways, H one way);
-the convolution by FFT (the fast path) O(H L log L) FLOPs and O(H L) memory, by the Toeplitz matrix
-(`convolve_reference`, the plain path the tests compare with) O(H L^2).
+residual term uses x as given. Cost per sequence: the kernel 2 C N L FLOPs as one batched matmul and
+C N (B + L / B) exponentials (C = 2H both ways, H one way; B ~ sqrt(L)), O(C L) memory; the
+convolution by FFT (the fast path) O(H L log L) FLOPs and O(H L) memory, by the Toeplitz matrix
+(`convolve_reference`, the plain path the tests compare with) O(H L^2). At L = 16,384, H = 768, N = 32
+the kernel written as one (C, N, L) tensor of powers would be 3.2 GB and 800 M exponentials.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import math
 
 import torch
+from scipy.fft import next_fast_len
 from torch import nn
 
 
@@ -55,13 +58,20 @@ class DampedEMA(nn.Module):
         nn.init.normal_(self.residual_weight, std=1.0)
 
     def kernel(self, length: int) -> torch.Tensor:
-        """(C, L): k[c, l] = sum_n alpha beta q^l eta / sqrt(N), C = 2H (forward, then backward) or H."""
+        """(C, L): k[c, l] = sum_n alpha beta q^l eta / sqrt(N), C = 2H (forward, then backward) or H.
+
+        With l = j B + i (B ~ sqrt(L)), q^l = q^(jB) q^i, so row c of k, folded to (L/B, B), is the
+        product of a (L/B, N) matrix of w q^(jB) (w = alpha beta eta / sqrt(N)) and an (N, B) one of q^i.
+        """
         alpha = torch.sigmoid(self.damping)  # (C, N)
-        q = 1.0 - alpha * torch.sigmoid(self.decay)  # (C, N), in (0, 1)
-        lags = torch.arange(length, device=q.device, dtype=q.dtype)  # (L,)
-        powers = torch.exp(lags * torch.log(q).unsqueeze(-1))  # (C, N, L): q^l
-        weights = (alpha * self.expansion).unsqueeze(-1) * powers  # (C, N, L)
-        return torch.einsum("cnl,cn->cl", weights, self.projection * math.sqrt(1.0 / self.ema_size))
+        log_q = torch.log(1.0 - alpha * torch.sigmoid(self.decay))  # (C, N); q in (0, 1)
+        weight = alpha * self.expansion * self.projection * math.sqrt(1.0 / self.ema_size)  # (C, N)
+        block = max(1, math.isqrt(length))
+        blocks = -(-length // block)
+        steps = torch.arange(max(block, blocks), device=log_q.device, dtype=log_q.dtype)
+        within = torch.exp(log_q.unsqueeze(-1) * steps[:block])  # (C, N, B): q^i
+        across = weight.unsqueeze(1) * torch.exp(log_q.unsqueeze(1) * (block * steps[:blocks]).unsqueeze(-1))  # (C, L/B, N)
+        return torch.bmm(across, within).flatten(1)[:, :length]  # (C, L/B, B) -> (C, L)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         length = x.shape[1]
@@ -81,7 +91,8 @@ def convolve_fft(x: torch.Tensor, kernel: torch.Tensor, bidirectional: bool) -> 
     """The EMA convolution through one FFT: x (B, L, H), kernel (C, L) -> (B, L, H).
 
     The two kernels become one two-sided kernel over lags -(L-1) .. L-1, so that y is the linear
-    convolution's window [L-1, 2L-1); an FFT of n >= 3L - 2 points makes the circular convolution linear.
+    convolution's window [L-1, 2L-1); an FFT of n >= 3L - 2 points makes the circular convolution linear
+    (n a product of small primes: an n with a large prime factor, such as 3L - 2 often has, is ~10x slower).
     """
     batch, length, hidden = x.shape
     forward, backward = _split(kernel, bidirectional)
@@ -89,7 +100,7 @@ def convolve_fft(x: torch.Tensor, kernel: torch.Tensor, bidirectional: bool) -> 
     two_sided[:, length - 1:] = forward
     if backward is not None:
         two_sided[:, : length] += backward.flip(-1)  # lag -s at column L - 1 - s
-    n = 3 * length - 2
+    n = next_fast_len(3 * length - 2, real=True)
     dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32  # FFTs need these
     x_f = torch.fft.rfft(x.to(dtype), n=n, dim=1)  # (B, n/2 + 1, H)
     k_f = torch.fft.rfft(two_sided.to(dtype), n=n, dim=-1).transpose(0, 1)  # (n/2 + 1, H)
