@@ -97,6 +97,26 @@ def test_post_norm_checkpoints_map_to_post_norm(shared_dir, tmp_path):
     torch.testing.assert_close(hidden.pow(2).mean(-1).sqrt(), scalar.abs().expand(2, 20), atol=1e-4, rtol=1e-4)
 
 
+def test_a_mega_model_checkpoint_without_head_converts(shared_dir, tmp_path):
+    """MegaModel's keys have no "mega." prefix and no MLM head; the encoder still matches the reference."""
+
+    def bare(state):
+        for key in list(state):
+            tensor = state.pop(key)
+            if key.startswith("mega."):
+                state[key.removeprefix("mega.")] = tensor
+        state["pooler.dense.weight"], state["pooler.dense.bias"] = torch.zeros(64, 64), torch.zeros(64)
+
+    fixture = shared_dir / "fixtures" / "mega_chunked"
+    with pytest.warns(UserWarning, match="without an MLM head"):
+        model = load_mega(_copy(shared_dir, tmp_path, edit_state=bare))
+    inputs, expected = load_file(str(fixture / "inputs.safetensors")), load_file(str(fixture / "outputs.safetensors"))
+    valid = inputs["attention_mask_L48"].bool()
+    with torch.no_grad():
+        hidden = model.leanbert(inputs["input_ids_L48"], attention_mask=inputs["attention_mask_L48"]).last_hidden_state
+    torch.testing.assert_close(hidden[valid], expected["last_hidden_state_L48"][valid], atol=1e-5, rtol=1e-4)
+
+
 def test_a_missing_config_field_is_named(shared_dir, tmp_path):
     src = _copy(shared_dir, tmp_path, edit_config=lambda c: c.pop("hidden_size"))
     with pytest.raises(CheckpointError, match="no field 'hidden_size'"):

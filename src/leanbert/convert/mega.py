@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -130,7 +131,10 @@ def load_mega(src: str | os.PathLike) -> LeanBertForMaskedLM:
     config.tie_word_embeddings = tied
     model = LeanBertForMaskedLM(config)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or missing:
+    if missing and not unexpected and all(key.startswith("cls.") for key in missing):
+        warnings.warn(f"{folder}: a MegaModel checkpoint without an MLM head; the head starts untrained "
+                      f"({', '.join(missing)})", stacklevel=2)
+    elif unexpected or missing:
         raise CheckpointError(f"{folder}: weights do not map onto leanbert (missing {missing}, unexpected {unexpected})")
     return model.eval()
 
