@@ -79,3 +79,11 @@ def test_trainer_compute_metrics_accepts_eval_prediction_and_tuples():
     hidden = np.zeros((3, 4, 8))
     with_extra_outputs = EvalPrediction(predictions=(logits, hidden), label_ids=labels)
     assert compute_metrics(with_extra_outputs)["main_score"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("task, outputs", [("sst2", np.full((5, 2), np.nan)), ("mrpc", np.array([[0.1, 2.0]] * 4 + [[np.nan, 1.0]])),
+                                           ("stsb", np.array([1.0, np.inf, 2.0, 3.0, 0.5]))])
+def test_outputs_of_a_diverged_run_score_nan(task, outputs):
+    """argmax over NaN logits is class 0: a diverged classifier would get a finite accuracy and enter the medians."""
+    metrics = compute_glue_metrics(task, outputs, np.array([0, 1, 1, 0, 1]))
+    assert all(np.isnan(value) for value in metrics.values()) and "main_score" in metrics

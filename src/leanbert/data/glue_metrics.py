@@ -67,9 +67,16 @@ def main_score(task: str, metrics: dict[str, float]) -> float:
 
 
 def compute_glue_metrics(task: str, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Metrics of a task plus ``main_score``; ``predictions`` may be logits, class ids or stsb scores."""
+    """Metrics of a task plus ``main_score``; ``predictions`` may be logits, class ids or stsb scores.
+
+    Outputs that are not all finite (a diverged run's NaN logits) score NaN: argmax would read a row of
+    NaNs as class 0 and give a finite, meaningless accuracy, and the GLUE summary leaves NaN seeds out.
+    """
     glue_task = get_task(task)
-    predictions = predictions_from_outputs(glue_task.name, predictions)
+    outputs = np.asarray(predictions)
+    if np.issubdtype(outputs.dtype, np.floating) and not np.isfinite(outputs).all():
+        return {name: float("nan") for name in (*glue_task.metric_names, MAIN_SCORE_KEY)}
+    predictions = predictions_from_outputs(glue_task.name, outputs)
     labels = np.asarray(labels)
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]

@@ -220,6 +220,7 @@ def _training_arguments(settings: FinetuneSettings, seed: int, work_dir: Path) -
         # results.json's log_history, which `leanbert report` can plot.
         logging_strategy="steps",
         logging_steps=0.1,
+        logging_nan_inf_filter=False,  # a diverged run's NaN losses must show, not be logged as 0.0
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
