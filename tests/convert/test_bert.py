@@ -98,3 +98,28 @@ def test_non_bert_checkpoint_is_refused(tmp_path):
     with pytest.raises(ValueError, match="model_type is 'roberta', expected 'bert'"):
         convert_bert(tmp_path / "roberta", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_missing_weights_is_refused_not_filled_at_random(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    BertForMaskedLM(bert_config()).save_pretrained(tmp_path / "bert")
+    weights = tmp_path / "bert" / "model.safetensors"
+    state = load_file(str(weights))
+    save_file({k: v for k, v in state.items() if ".layer.1." not in k}, str(weights), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"lacks weights .*layer\.1\."):
+        convert_bert(tmp_path / "bert", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_causal_bert_is_refused_by_name(tmp_path):
+    BertModel(bert_config(is_decoder=True)).save_pretrained(tmp_path / "causal")
+    with pytest.raises(ValueError, match="is_decoder=True is not supported"):
+        convert_bert(tmp_path / "causal", tmp_path / "out")
+
+
+def test_a_bert_without_pooler_converts_with_a_warning(tmp_path):
+    BertModel(bert_config(), add_pooling_layer=False).save_pretrained(tmp_path / "nopool")
+    with pytest.warns(UserWarning, match="no pooler weights"):
+        convert_bert(tmp_path / "nopool", tmp_path / "out")

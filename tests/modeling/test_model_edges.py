@@ -95,3 +95,32 @@ def test_inputs_embeds_are_rows_of_the_input_embeddings(preset):
     with torch.no_grad():  # the hash model used to take them as already projected, and failed
         from_rows = model(inputs_embeds=model.get_input_embeddings()(ids)).last_hidden_state
         torch.testing.assert_close(from_rows, model(input_ids=ids).last_hidden_state)
+
+
+def test_resizing_an_untied_mlm_model_resizes_its_decoder(tmp_path):
+    model = LeanBertForMaskedLM(tiny(tie_word_embeddings=False)).eval()
+    old = model.cls.decoder.weight.detach().clone()
+    model.resize_token_embeddings(108)
+    assert model.cls.decoder.weight.shape == (108, 32) and torch.equal(model.cls.decoder.weight[:100], old)
+    ids = torch.randint(0, 108, (1, 5))
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert logits.shape == (1, 5, 108)
+    model.save_pretrained(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(LeanBertForMaskedLM.from_pretrained(tmp_path).eval()(ids).logits, logits)
+
+
+def test_a_variant_saved_by_save_pretrained_loads(tmp_path):
+    model = LeanBertModel(tiny()).eval()
+    model.save_pretrained(tmp_path, variant="v2")
+    ids = torch.randint(0, 100, (1, 5))
+    with torch.no_grad():
+        torch.testing.assert_close(LeanBertModel.from_pretrained(tmp_path, variant="v2").eval()(ids).last_hidden_state,
+                                   model(ids).last_hidden_state)
+
+
+def test_a_4d_attention_mask_is_refused_clearly():
+    model = LeanBertModel(tiny()).eval()
+    with pytest.raises(ValueError, match=r"attention_mask must be \(batch, length\).*\(1, 1, 5, 5\)"):
+        model(torch.randint(0, 100, (1, 5)), attention_mask=torch.ones(1, 1, 5, 5))

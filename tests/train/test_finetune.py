@@ -173,3 +173,17 @@ def test_training_learns_a_keyword_task(tiny_model_dir, tmp_path):
                       batch_size=16)
     assert result["metrics"]["accuracy"] >= 0.95
     assert result["train"]["loss"] < 0.5
+
+
+def test_a_model_with_one_token_type_trains_on_a_sentence_pair_task(tmp_path, glue_dir, save_tiny_model):
+    """A BERT tokenizer marks a pair's second text with type 1; a type_vocab_size=1 model (Bort) gets none."""
+    model = save_tiny_model(tmp_path / "one_type", type_vocab_size=1)
+    result = finetune(model, "mrpc", glue_dir, tmp_path / "out", max_train_samples=32, max_eval_samples=32, epochs=1)
+    assert math.isfinite(result["main_score"])
+
+
+def test_a_diverged_run_scores_nan_and_logs_its_nan_losses(tiny_model_dir, glue_dir, tmp_path):
+    result = finetune(tiny_model_dir, "sst2", glue_dir, tmp_path / "out", max_train_samples=64, max_eval_samples=64,
+                      epochs=2, learning_rate=1e12)
+    assert math.isnan(result["main_score"]) and math.isnan(result["metrics"]["accuracy"])
+    assert math.isnan(result["train"]["loss"])  # no longer averaged over NaN steps logged as 0.0

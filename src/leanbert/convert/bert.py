@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 
 import torch
 from transformers import BertConfig
@@ -107,10 +108,20 @@ def convert_bert(src: str | os.PathLike, out: str | os.PathLike):
     bert_config = load_config(src)
     if bert_config.model_type != "bert":
         raise CheckpointError(f"{src}: model_type is {bert_config.model_type!r}, expected 'bert'")
+    for field in ("is_decoder", "add_cross_attention"):
+        if getattr(bert_config, field, False):
+            raise CheckpointError(f"{src}: {field}=True is not supported (leanbert encoders attend both ways)")
     architecture = (bert_config.architectures or ["BertModel"])[0]
     if architecture not in _TARGETS:
         raise CheckpointError(f"{src}: architecture {architecture!r} not supported; allowed: {sorted(_TARGETS)}")
-    bert_model = getattr(transformers, architecture).from_pretrained(src)
+    bert_model, loading = getattr(transformers, architecture).from_pretrained(src, output_loading_info=True)
+    # transformers fills weights the file lacks with random ones; only a missing pooler is tolerated
+    # (fine-tuning trains it anew), with a warning
+    absent = [key for key in loading["missing_keys"] if "pooler" not in key]
+    if absent:
+        raise CheckpointError(f"{src}: the checkpoint lacks weights the {architecture} config needs: {sorted(absent)}")
+    if loading["missing_keys"]:
+        warnings.warn(f"{src}: no pooler weights in the checkpoint; the pooler starts untrained", stacklevel=2)
     target_class = _TARGETS[architecture]
     model = target_class(leanbert_config_from_bert(bert_config))
     state = bert_state_dict_to_leanbert(

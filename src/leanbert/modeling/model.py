@@ -55,7 +55,8 @@ class LeanBertPreTrainedModel(PreTrainedModel):
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """As transformers', but a local folder is checked first so that a missing or corrupt config or
         weights file, or a pickle that is not weights-only, fails with one error naming the file."""
-        if isinstance(pretrained_model_name_or_path, (str, os.PathLike)) and os.path.isdir(pretrained_model_name_or_path):
+        local = isinstance(pretrained_model_name_or_path, (str, os.PathLike)) and os.path.isdir(pretrained_model_name_or_path)
+        if local and not kwargs.get("variant"):  # a variant's file names ("model.fp16.safetensors") are transformers'
             check_checkpoint_folder(os.path.join(pretrained_model_name_or_path, kwargs.get("subfolder") or ""))
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
@@ -141,6 +142,10 @@ def _padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     """
     if attention_mask is None:
         return None
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must be (batch, length) with 1 for tokens and 0 for padding, got shape "
+                         f"{tuple(attention_mask.shape)}; leanbert takes no 3D/4D masks (attention is bidirectional "
+                         "over the real tokens)")
     if tracing():
         return attention_mask.bool()
     if attention_mask.dtype != torch.bool and bool((attention_mask < 0).any()):  # float or integer
@@ -160,6 +165,10 @@ class LeanBertForMaskedLM(LeanBertPreTrainedModel):
     def get_output_embeddings(self) -> nn.Module | None:
         """The untied decoder (None when tied: the embedding decodes, see `MaskedLMHead`)."""
         return self.cls.decoder
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        """transformers' `resize_token_embeddings` puts the resized untied decoder here."""
+        self.cls.decoder = new_embeddings
 
     def resize_token_embeddings(self, *args, **kwargs) -> nn.Module:
         """As transformers', and the MLM head's per-token bias follows (new tokens start at 0)."""

@@ -161,10 +161,12 @@ class TaskData:
 
 
 def prepare_task(task: str, glue_dir: Path | None, tokenizer: PreTrainedTokenizerBase,
-                 settings: FinetuneSettings) -> TaskData:
+                 settings: FinetuneSettings, type_vocab_size: int | None = None) -> TaskData:
     """Load and validate a task's files whole (DataError names ``file:line``), then tokenize them.
 
     Truncation to ``max_train_samples``/``max_eval_samples`` keeps the first rows, as run_glue.py does.
+    A model with at most one token type (``type_vocab_size`` <= 1: Bort, RoBERTa-style) gets no
+    ``token_type_ids``: a BERT tokenizer marks a pair's second text 1, past the model's table.
     """
     glue_task = get_task(task)
     splits = load_glue_task(glue_task.name, glue_dir)
@@ -178,6 +180,8 @@ def prepare_task(task: str, glue_dir: Path | None, tokenizer: PreTrainedTokenize
         if limit is not None and limit < len(splits[split]):
             splits[split] = splits[split].select(range(limit))
     tokenized = tokenize_glue(splits, tokenizer, glue_task.name, max_length=settings.max_seq_length)
+    if type_vocab_size is not None and type_vocab_size <= 1 and "token_type_ids" in tokenized["train"].column_names:
+        tokenized = tokenized.remove_columns("token_type_ids")
     return TaskData(
         task=glue_task,
         train=tokenized["train"],
@@ -364,7 +368,7 @@ def finetune(model: str | os.PathLike, task: str, data_dir: str | os.PathLike | 
     glue_dir = resolve_glue_dir(data_dir)
     out = check_output_dir(output_dir or default_output_dir(model, f"finetune/{get_task(task).name}"),
                            RESULTS_FILE)
-    data = prepare_task(task, glue_dir, source.tokenizer, settings)
+    data = prepare_task(task, glue_dir, source.tokenizer, settings, getattr(source.config, "type_vocab_size", None))
     if log:
         log(f"fine-tuning {source.name} on {data.task.name} ({len(data.train)} train rows from {data.source}), "
             f"protocol {settings.protocol}, seed {seed}")

@@ -126,7 +126,8 @@ def run_glue(model_dir: str | os.PathLike, tasks: str | Iterable[str] | None = N
     # task fails in seconds instead of after hours of training on the first ones.
     prepared = {}
     for name in present:
-        prepared[name] = prepare_task(name, glue_dir, source.tokenizer, settings)
+        prepared[name] = prepare_task(name, glue_dir, source.tokenizer, settings,
+                                      getattr(source.config, "type_vocab_size", None))
         log(f"{name}: {len(prepared[name].train)} train rows, validated ({prepared[name].source})")
     for name, reason in skipped.items():
         log(f"{name}: skipped ({reason})")
