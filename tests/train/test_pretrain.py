@@ -302,3 +302,39 @@ def test_without_data_dir_the_default_corpus_is_the_shared_one(tmp_path):
     if plan.data_root is None:
         pytest.skip("no ../shared/data beside the checkout")
     assert [Path(source).name for source in plan.corpus] == ["wikipedia_en_2015", "gutenberg_nltk"]
+
+
+def test_a_held_out_split_without_blocks_fails_with_a_data_error(tmp_path, monkeypatch):
+    """Held-out documents all shorter than min_tail_tokens: name the cause, not transformers' eval_dataset error."""
+    from leanbert.data import corpus
+
+    split = corpus.split_documents
+
+    def short_held_out(documents, fraction, seed):
+        splits = split(documents, fraction, seed)
+        splits["validation"] = splits["validation"].map(lambda row: {"text": "a dog sleeps."})
+        return splits
+
+    monkeypatch.setattr(corpus, "split_documents", short_held_out)
+    path = write_recipe(tmp_path)
+    _assert_rejected_before_training(tmp_path, path, r"6 held-out document\(s\).*give no block.*min_tail_tokens \(8 tokens")
+
+
+def test_best_model_at_end_reports_the_exported_model_and_perplexity_is_lower_better(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from leanbert.train.pretrain import run_pretraining
+    from leanbert.train.recipe import load_recipe
+
+    path = write_recipe(tmp_path, training={"save_steps": 5, "load_best_model_at_end": True,
+                                            "metric_for_best_model": "perplexity", "learning_rate": 3e-2})
+    metrics = run_pretraining(load_recipe(path))
+    state = json.loads((tmp_path / "run" / "checkpoint-20" / "trainer_state.json").read_text())
+    evals = {entry["step"]: entry["eval_perplexity"] for entry in state["log_history"] if "eval_perplexity" in entry}
+    best_step = min(evals, key=evals.get)
+    assert state["best_global_step"] == best_step  # the lowest perplexity, not the highest
+    assert metrics["eval_perplexity"] == pytest.approx(evals[best_step], rel=1e-5)
+    final = load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
+    best = load_file(str(tmp_path / "run" / f"checkpoint-{best_step}" / "model.safetensors"))
+    assert all(torch.equal(final[key], best[key]) for key in final)

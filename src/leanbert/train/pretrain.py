@@ -140,6 +140,8 @@ def training_arguments(recipe: Recipe, output_dir: Path) -> TrainingArguments:
     if has_validation:
         kwargs["eval_strategy"] = "steps"
     kwargs.update(recipe.training)
+    if str(kwargs.get("metric_for_best_model", "")).removeprefix("eval_") == "perplexity":
+        kwargs.setdefault("greater_is_better", False)  # transformers takes any name not ending in "loss" as higher-better
     if kwargs.get("eval_strategy", "no") != "no":
         if not has_validation:
             raise RecipeError(f"{recipe.path}: training.eval_strategy needs data.validation_fraction > 0")
@@ -174,6 +176,12 @@ def load_blocks(plan: RunPlan):
     if len(blocks["train"]) == 0:
         raise DataError(f"{', '.join(sources)}: no training blocks; every document is shorter than min_tail_tokens")
     validation = blocks["validation"]
+    if data.validation_fraction > 0 and len(validation) == 0:
+        shortest = data.min_tail_tokens if data.min_tail_tokens is not None else data.block_size // 4
+        raise DataError(
+            f"{', '.join(sources)}: the {len(splits['validation'])} held-out document(s) (data.validation_fraction="
+            f"{data.validation_fraction}) give no block, each shorter than min_tail_tokens ({shortest} tokens); "
+            "raise data.validation_fraction, lower data.min_tail_tokens, or set data.validation_fraction: 0")
     if data.max_eval_blocks is not None and len(validation) > data.max_eval_blocks:
         validation = validation.select(range(data.max_eval_blocks))
     train = blocks["train"]
@@ -266,7 +274,11 @@ def _checkpoint_step(checkpoint: str) -> int:
 
 
 def _final_evaluation(trainer: PretrainTrainer) -> dict:
-    """The held-out metrics at the last step: reused when Trainer just evaluated there, else computed."""
+    """The held-out metrics of the exported weights: reused when Trainer just evaluated them at the last
+    step, else computed (so also when `load_best_model_at_end` brought back an earlier checkpoint)."""
+    state = trainer.state
+    if trainer.args.load_best_model_at_end and state.best_global_step not in (None, state.global_step):
+        return trainer.evaluate()
     for entry in reversed(trainer.state.log_history):
         if entry.get("step") != trainer.state.global_step:
             break
