@@ -332,3 +332,26 @@ def test_no_projection_without_its_loss_term(tmp_path, teachers):
     run_distillation(recipe, output_dir=str(tmp_path / "run"))
     saved = load_file(tmp_path / "run" / "checkpoint-2" / "model.safetensors")
     assert saved and not any(key.startswith("hidden_projection.") for key in saved)
+
+
+def test_an_mlm_teacher_in_hidden_mode_has_the_same_fingerprint_every_time(teachers):
+    """AutoModel draws a pooler the MLM checkpoint lacks; the fingerprint must not see it."""
+    from leanbert.train.teacher_cache import teacher_fingerprint
+
+    first, second = (load_teacher(str(teachers["mlm"]), "hidden", "r.yaml")[0] for _ in range(2))
+    assert not torch.equal(first.pooler.dense.weight, second.pooler.dense.weight)
+    assert teacher_fingerprint(first) == teacher_fingerprint(second)
+
+
+def test_a_hidden_mode_teacher_missing_encoder_weights_is_refused(tmp_path, teachers):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(teachers["encoder"], broken)
+    state = load_file(str(broken / "model.safetensors"))
+    save_file({k: v for k, v in state.items() if ".layer.1." not in k}, str(broken / "model.safetensors"),
+              metadata={"format": "pt"})
+    with pytest.raises(RecipeError, match=r"lacks weights its config needs.*layer\.1\."):
+        load_teacher(str(broken), "hidden", "r.yaml")

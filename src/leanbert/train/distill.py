@@ -115,7 +115,15 @@ def load_teacher(name_or_path: str, mode: str, where: str):
                 f"{sorted(info['missing_keys'])[:3]}); use distill.mode: hidden"
             )
         return _frozen(teacher), "logits"
-    return _frozen(AutoModel.from_pretrained(name_or_path)), "hidden"
+    teacher, info = AutoModel.from_pretrained(name_or_path, output_loading_info=True)
+    untrained = [key for key in info["missing_keys"] if "pooler" not in key]
+    if untrained:
+        raise RecipeError(f"{where}: distill.teacher {name_or_path} lacks weights its config needs "
+                          f"({sorted(untrained)[:3]}); they would be random")
+    # A checkpoint saved from an MLM class has no pooler; AutoModel draws one at random. Hidden states never
+    # read it, and it must not make the teacher's fingerprint differ from run to run.
+    teacher.untrained_weights = tuple(info["missing_keys"])
+    return _frozen(teacher), "hidden"
 
 
 def _frozen(model):

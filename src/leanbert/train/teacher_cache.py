@@ -70,13 +70,16 @@ def teacher_fingerprint(teacher: torch.nn.Module) -> str:
     """BLAKE2b-128 of the teacher's config and every weight (a 22M-parameter teacher hashes in ~0.1 s).
 
     Where the teacher was loaded from and which transformers wrote it are left out: the same teacher
-    from a moved folder, or by a relative path, reuses its cache.
+    from a moved folder, or by a relative path, reuses its cache. So are weights the checkpoint did not
+    hold (`untrained_weights`, set by the loader: a pooler drawn at random, which hidden states never read).
     """
+    untrained = set(getattr(teacher, "untrained_weights", ()))
     digest = hashlib.blake2b(digest_size=16)
     config = {key: value for key, value in teacher.config.to_dict().items() if key not in _NOT_THE_TEACHER}
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(teacher.state_dict().items()):
-        _update(digest, name, tensor)
+        if name not in untrained:
+            _update(digest, name, tensor)
     return digest.hexdigest()
 
 
