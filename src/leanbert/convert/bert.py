@@ -17,13 +17,13 @@ from transformers import BertConfig
 
 from leanbert.checkpoint import CheckpointError, load_config
 from leanbert.config import LeanBertConfig
+from leanbert.convert.converted_folder import write_converted
 from leanbert.modeling.model import (
     LeanBertForMaskedLM,
     LeanBertForSequenceClassification,
     LeanBertForTokenClassification,
     LeanBertModel,
 )
-from leanbert.atomic_io import atomic_directory
 
 _TARGETS = {
     "BertModel": LeanBertModel,
@@ -133,16 +133,5 @@ def convert_bert(src: str | os.PathLike, out: str | os.PathLike):
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.endswith("pooler.dense.weight") and "pooler" not in k]:
         raise CheckpointError(f"{src}: weights do not map onto leanbert (missing {missing}, unexpected {unexpected})")
-    with atomic_directory(out) as tmp:
-        model.save_pretrained(tmp)
-        _copy_tokenizer(src, tmp)
+    write_converted(model, src, out)
     return model
-
-
-def _copy_tokenizer(src, out_dir) -> None:
-    from transformers import AutoTokenizer
-
-    try:
-        AutoTokenizer.from_pretrained(src).save_pretrained(out_dir)
-    except (OSError, ValueError):
-        pass  # a weights-only checkpoint: the user brings the tokenizer

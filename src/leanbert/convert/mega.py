@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from pathlib import Path
 
 import torch
 
-from leanbert.atomic_io import atomic_directory
 from leanbert.checkpoint import CheckpointError, load_folder_weights, local_checkpoint_folder, read_config
 from leanbert.config import LeanBertConfig
+from leanbert.convert.converted_folder import load_converted_state, write_converted
 from leanbert.modeling.model import LeanBertForMaskedLM
 
 # config fields whose value leanbert's MEGA needs; an absent field holds MegaConfig's default
@@ -129,24 +128,11 @@ def load_mega(src: str | os.PathLike) -> LeanBertForMaskedLM:
     config = leanbert_config_from_mega(read_config(folder), str(Path(folder) / "config.json"))
     state, tied = mega_state_dict_to_leanbert(load_folder_weights(folder))
     config.tie_word_embeddings = tied
-    model = LeanBertForMaskedLM(config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing and not unexpected and all(key.startswith("cls.") for key in missing):
-        warnings.warn(f"{folder}: a MegaModel checkpoint without an MLM head; the head starts untrained "
-                      f"({', '.join(missing)})", stacklevel=2)
-    elif unexpected or missing:
-        raise CheckpointError(f"{folder}: weights do not map onto leanbert (missing {missing}, unexpected {unexpected})")
-    return model.eval()
+    # a MegaModel checkpoint has no MLM head: the encoder converts, the head starts untrained
+    return load_converted_state(LeanBertForMaskedLM(config), state, folder, optional_prefix="cls.")
 
 
 def convert_mega(src: str | os.PathLike, out: str | os.PathLike) -> LeanBertForMaskedLM:
     model = load_mega(src)
-    with atomic_directory(out) as tmp:
-        model.save_pretrained(tmp)
-        try:
-            from transformers import AutoTokenizer
-
-            AutoTokenizer.from_pretrained(local_checkpoint_folder(src)).save_pretrained(tmp)
-        except (OSError, ValueError):
-            pass  # weights-only source: the user brings the tokenizer
+    write_converted(model, local_checkpoint_folder(src), out)
     return model

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from leanbert.atomic_io import atomic_directory
 from leanbert.checkpoint import CheckpointError, load_folder_weights, local_checkpoint_folder
 from leanbert.config import LeanBertConfig
+from leanbert.convert.converted_folder import load_converted_state, write_converted
 from leanbert.modeling.model import LeanBertForMaskedLM
 
 _RENAMES = [
@@ -134,21 +134,10 @@ def load_ultrafastbert(src: str | os.PathLike) -> LeanBertForMaskedLM:
     folder = local_checkpoint_folder(src)
     config = leanbert_config_from_crammed(_read_arch(folder))
     state = crammed_state_dict_to_leanbert(load_folder_weights(folder), config.num_attention_heads)
-    model = LeanBertForMaskedLM(config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or missing:
-        raise CheckpointError(f"{folder}: weights do not map onto leanbert (missing {missing}, unexpected {unexpected})")
-    return model.eval()
+    return load_converted_state(LeanBertForMaskedLM(config), state, folder)
 
 
 def convert_ultrafastbert(src: str | os.PathLike, out: str | os.PathLike) -> LeanBertForMaskedLM:
     model = load_ultrafastbert(src)
-    with atomic_directory(out) as tmp:
-        model.save_pretrained(tmp)
-        try:
-            from transformers import AutoTokenizer
-
-            AutoTokenizer.from_pretrained(local_checkpoint_folder(src)).save_pretrained(tmp)
-        except (OSError, ValueError):
-            pass  # weights-only source: the user brings the tokenizer
+    write_converted(model, local_checkpoint_folder(src), out)
     return model
