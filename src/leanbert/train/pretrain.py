@@ -169,7 +169,8 @@ def load_blocks(plan: RunPlan):
                         cache_dir=data.cache_dir)
             for source in sources
         ])
-        splits = split_documents(documents, data.validation_fraction, plan.args.seed)
+        split_seed = data.split_seed if data.split_seed is not None else plan.args.seed
+        splits = split_documents(documents, data.validation_fraction, split_seed)
         tokenized = tokenize_documents(splits, plan.tokenizer, num_proc=data.num_proc)
         blocks = pack_blocks(tokenized, plan.tokenizer, data.block_size, min_tail_tokens=data.min_tail_tokens,
                              num_proc=data.num_proc)

@@ -81,6 +81,8 @@ class DataSection:
     tokenizer: hub name or folder; None: the local uncased BERT tokenizer, else its hub name.
     block_size: tokens per packed block, [CLS] and [SEP] included.
     validation_fraction: share of *documents* held out for the MLM loss / perplexity evaluation.
+    split_seed: seed of the draw of held-out documents (None: training.seed). Pin it to score runs
+        of different training seeds on the same held-out documents.
     max_eval_blocks: evaluate on at most this many validation blocks (None: all), to bound eval time.
     min_tail_tokens: shortest document tail kept as a padded block (None: block_size // 4).
     mask_ratio: share of tokens (or words) chosen for prediction; 80/10/10 as in BERT.
@@ -95,6 +97,7 @@ class DataSection:
     tokenizer: str | None = None
     block_size: int = 128
     validation_fraction: float = 0.01
+    split_seed: int | None = None
     max_eval_blocks: int | None = None
     min_tail_tokens: int | None = None
     mask_ratio: float = 0.15
@@ -371,6 +374,8 @@ def _check_data_values(data: DataSection, path: Path) -> None:
         value = getattr(data, key)
         if value is not None and value < 1:
             raise RecipeError(f"{path}: 'data.{key}'={value}; allowed: a positive int or null")
+    if data.split_seed is not None and data.split_seed < 0:
+        raise RecipeError(f"{path}: 'data.split_seed'={data.split_seed}; allowed: an int >= 0 or null")
 
 
 def build_model_config(recipe: Recipe):
