@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="import a published checkpoint")
     p.add_argument("--from", dest="source_format", required=True, metavar="FORMAT",
                    help="bert: BERT-layout checkpoints (BERT, Bort); ultrafastbert: UltraFastBERT / crammedBERT-FFF; "
-                        "mega: MEGA encoders (transformers <= 4.39 layout)")
+                        "mega: MEGA encoders (transformers <= 4.39 layout); sparsebert: SparseBERT with its DAM mask")
     p.add_argument("src", help="hub name or local folder")
     p.add_argument("out", help="output folder (written atomically)")
     p.set_defaults(func=_convert)

@@ -4,7 +4,7 @@ The config is the single source of truth for a leanbert model. The encoder reads
 selectors and looks each one up in a registry (`leanbert.modeling.registry`):
 
     embedding_type  "dense" | "hash" | ...   token embeddings (positions, token types, LayerNorm as BERT)
-    attention_type  "full" | "mega" | ...    the token-mixing sub-layer
+    attention_type  "full" | "mega" | "sparse"   the token-mixing sub-layer
     ffn_type        "dense" | ...            the feed-forward sub-layer
 
 so any embedding can be combined with any attention and any feed-forward. Every error names the
@@ -50,6 +50,10 @@ class LeanBertConfig(PreTrainedConfig):
             sequence, which must then be at most max_position_embeddings long). The EMA always spans the
             whole sequence.
         mega_bidirectional (bool, True): the EMA runs both ways (an encoder); False = causal.
+            "sparse" is full attention restricted by a sparsity pattern (SparseBERT), with:
+        sparse_pattern (str, "dam"): "dam" = the structured Differentiable Attention Mask (each head learns
+            which distances |i - j| to keep).
+        sparse_penalty (float, 1e-4): lambda of the training loss's lambda * sum(mask) sparsity term.
         ffn_type (str, "dense"): feed-forward; "dense" is Linear -> act -> Linear; "fff" is UltraFastBERT's
             fast feed-forward: `fff_trees` parallel trees of depth `fff_depth`, each token visiting depth+1
             GELU neurons per tree (2^(depth+1) - 1 neurons per tree in all).
@@ -108,6 +112,8 @@ class LeanBertConfig(PreTrainedConfig):
     mega_value_size: int | None = None
     mega_chunk_size: int = -1
     mega_bidirectional: bool = True
+    sparse_pattern: str = "dam"
+    sparse_penalty: float = 1e-4
 
     position_embedding_type: str = "absolute"
     embedding_norm: bool = True

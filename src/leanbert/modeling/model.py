@@ -24,6 +24,7 @@ from transformers.utils import can_return_tuple
 
 from leanbert.checkpoint import check_checkpoint_folder
 from leanbert.config import LeanBertConfig
+from leanbert.modeling.attention.dam import DifferentiableAttentionMask
 from leanbert.modeling.attention.mega import MegaAttention
 from leanbert.modeling.derived_weight import clear_derived_weights
 from leanbert.modeling.embeddings import SinusoidalPositions
@@ -66,6 +67,16 @@ class LeanBertPreTrainedModel(PreTrainedModel):
         clear_derived_weights(self)
         return super().train(mode)
 
+    def _with_auxiliary_losses(self, loss: torch.Tensor | None) -> torch.Tensor | None:
+        """In training, the task loss plus the terms components add to it (SparseBERT's mask sparsity);
+        evaluation reports the task loss alone."""
+        if loss is None or not self.training:
+            return loss
+        for module in self.modules():
+            if hasattr(module, "auxiliary_loss"):
+                loss = loss + module.auxiliary_loss(self.config)
+        return loss
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -79,6 +90,8 @@ class LeanBertPreTrainedModel(PreTrainedModel):
             init.ones_(module.scalar)
         elif isinstance(module, MegaAttention):
             module.reset_parameters(self.config.initializer_range)
+        elif isinstance(module, DifferentiableAttentionMask):
+            module.reset_parameters()
 
 
 class LeanBertModel(LeanBertPreTrainedModel):
@@ -211,7 +224,7 @@ class LeanBertForMaskedLM(LeanBertPreTrainedModel):
             logits = self.cls(hidden, self.leanbert.embeddings)  # (B, L, V)
             if labels is not None:
                 loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1))
-        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+        return MaskedLMOutput(loss=self._with_auxiliary_losses(loss), logits=logits, hidden_states=out.hidden_states)
 
 
 class LeanBertForSequenceClassification(LeanBertPreTrainedModel):
@@ -245,7 +258,8 @@ class LeanBertForSequenceClassification(LeanBertPreTrainedModel):
         )
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
         loss = sequence_classification_loss(self.config, logits, labels) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+        return SequenceClassifierOutput(loss=self._with_auxiliary_losses(loss), logits=logits,
+                                        hidden_states=out.hidden_states)
 
 
 class LeanBertForTokenClassification(LeanBertPreTrainedModel):
@@ -277,4 +291,5 @@ class LeanBertForTokenClassification(LeanBertPreTrainedModel):
         )
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, L, num_labels)
         loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1)) if labels is not None else None
-        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+        return TokenClassifierOutput(loss=self._with_auxiliary_losses(loss), logits=logits,
+                                     hidden_states=out.hidden_states)

@@ -54,6 +54,7 @@ COMPONENT_MODULES = (
     "leanbert.modeling.embeddings",
     "leanbert.modeling.attention.full",
     "leanbert.modeling.attention.mega",
+    "leanbert.modeling.attention.sparse",
     "leanbert.modeling.ffn.dense",
     "leanbert.modeling.ffn.fff_component",
 )
