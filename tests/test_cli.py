@@ -31,7 +31,7 @@ def test_convert_error_is_one_clear_line(tmp_path, capsys):
 
 def test_unknown_source_format(tmp_path, capsys):
     assert main(["convert", "--from", "gpt2", str(tmp_path), str(tmp_path / "out")]) == 2
-    assert "allowed: ['bert', 'mega', 'ultrafastbert']" in capsys.readouterr().err
+    assert "allowed: ['bert', 'mega', 'sparsebert', 'ultrafastbert']" in capsys.readouterr().err
 
 
 def test_bench_json_prints_one_object_even_when_the_runs_print(tmp_path, capsys, monkeypatch):
