@@ -52,8 +52,15 @@ class LeanBertConfig(PreTrainedConfig):
         mega_bidirectional (bool, True): the EMA runs both ways (an encoder); False = causal.
             "sparse" is full attention restricted by a sparsity pattern (SparseBERT), with:
         sparse_pattern (str, "dam"): "dam" = the structured Differentiable Attention Mask (each head learns
-            which distances |i - j| to keep).
-        sparse_penalty (float, 1e-4): lambda of the training loss's lambda * sum(mask) sparsity term.
+            which distances |i - j| to keep); or a fixed pattern: "window", "longformer", "bigbird",
+            "strided", "fixed", "logsparse", "star" (see `modeling/attention/sparse_patterns.py`).
+        sparse_penalty (float, 1e-4): lambda of the training loss's lambda * sum(mask) sparsity term (DAM).
+        sparse_block_size (int, 64): s, the window half-width, stride and block of the fixed patterns.
+        sparse_global_tokens (int, 1): tokens (from the first, [CLS]) that see and are seen by all
+            ("longformer", "bigbird").
+        sparse_random_blocks (int, 3): random key blocks per query block ("bigbird").
+        sparse_summary_tokens (int, 8): c, the last tokens of each block that every query sees ("fixed").
+        sparse_seed (int, 0): seed of BigBird's random blocks (the same for every layer and head).
         ffn_type (str, "dense"): feed-forward; "dense" is Linear -> act -> Linear; "fff" is UltraFastBERT's
             fast feed-forward: `fff_trees` parallel trees of depth `fff_depth`, each token visiting depth+1
             GELU neurons per tree (2^(depth+1) - 1 neurons per tree in all).
@@ -114,6 +121,11 @@ class LeanBertConfig(PreTrainedConfig):
     mega_bidirectional: bool = True
     sparse_pattern: str = "dam"
     sparse_penalty: float = 1e-4
+    sparse_block_size: int = 64
+    sparse_global_tokens: int = 1
+    sparse_random_blocks: int = 3
+    sparse_summary_tokens: int = 8
+    sparse_seed: int = 0
 
     position_embedding_type: str = "absolute"
     embedding_norm: bool = True

@@ -2,12 +2,15 @@
 (query, key) pairs. Patterns (`config.sparse_pattern`):
 
     "dam"   SparseBERT's structured Differentiable Attention Mask: each head learns which distances
-            |i - j| to keep (`dam.py`); scores += (1 - M) * -10000.
+            |i - j| to keep (`dam.py`); scores += (1 - M) * -10000, through SDPA over all keys.
+    fixed   "window", "longformer", "bigbird", "strided", "fixed", "logsparse", "star"
+            (`sparse_patterns.py`): a boolean pattern; a query never sees padding, but always itself.
 
-The projections and the output are full attention's (`full.py`); the scores and context run through
-SDPA with the pattern and the padding as one additive mask. Cost: as full attention, 8 L H^2 + 4 L^2 H
-FLOPs per layer, plus O(heads L^2) to build the mask: a learnt, unstructured-by-block mask saves no
-arithmetic, it only changes what each query sees.
+The projections and the output are full attention's (`full.py`). Cost: 8 L H^2 FLOPs for the
+projections, plus for the scores and context 4 L^2 H with the DAM (a mask learnt per distance has no
+blocks to skip) and 4 L K b H for a fixed pattern whose query blocks keep K key blocks of b tokens
+(`block_sparse.py`, the fast path; SDPA with the whole mask, `reference_attention`, is the plain path
+the tests compare it with, and serves sequences of at most two blocks).
 """
 
 from __future__ import annotations
@@ -16,20 +19,27 @@ import torch
 from torch.nn import functional as F
 
 from leanbert.config import LeanBertConfig
+from leanbert.modeling.attention import block_sparse
 from leanbert.modeling.attention.dam import DifferentiableAttentionMask
 from leanbert.modeling.attention.full import FullAttention
+from leanbert.modeling.attention.sparse_patterns import FIXED_PATTERNS, pattern_mask
 from leanbert.modeling.registry import ATTENTION
 from leanbert.modeling.token_layout import TokenLayout
 
-SPARSE_PATTERNS = ("dam",)
+SPARSE_PATTERNS = ("dam", *FIXED_PATTERNS)
 
 
 @ATTENTION.register("sparse")
 class SparseAttention(FullAttention):
     def __init__(self, config: LeanBertConfig):
         super().__init__(config)
-        self.dam = DifferentiableAttentionMask(config.num_attention_heads, config.max_position_embeddings)
+        self.pattern = config.sparse_pattern
+        self.pattern_arguments = (config.sparse_block_size, config.sparse_global_tokens, config.sparse_random_blocks,
+                                  config.sparse_summary_tokens, config.sparse_seed)
+        if self.pattern == "dam":
+            self.dam = DifferentiableAttentionMask(config.num_attention_heads, config.max_position_embeddings)
         self.exponential_sample: torch.Tensor | None = None  # a fixed Exp(1) draw for the DAM (parity tests)
+        self.use_block_sparse = True  # set False to force the plain path for the fixed patterns
 
     @classmethod
     def validate_config(cls, config: LeanBertConfig) -> None:
@@ -38,20 +48,38 @@ class SparseAttention(FullAttention):
         weight = config.sparse_penalty
         if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
             raise ValueError(f"LeanBertConfig.sparse_penalty={weight!r}; allowed: a number >= 0")
+        for field, least in (("sparse_block_size", 1), ("sparse_global_tokens", 0), ("sparse_random_blocks", 0),
+                             ("sparse_summary_tokens", 1), ("sparse_seed", 0)):
+            value = getattr(config, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"LeanBertConfig.{field}={value!r}; allowed: an int >= {least}")
+        if config.sparse_summary_tokens > config.sparse_block_size:
+            raise ValueError(f"LeanBertConfig.sparse_summary_tokens={config.sparse_summary_tokens!r}; allowed: at most "
+                             f"sparse_block_size={config.sparse_block_size}")
 
     def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         """x: (B, L, H), or (T, H) when `layout.unpadded`; returns the same layout."""
         qkv = layout.to_grid(self.qkv(x))  # (B, L, 3H)
         batch, length, _ = qkv.shape
-        additive = self.dam(length, self.exponential_sample).to(qkv.dtype).unsqueeze(0)  # (1, nh, L, L)
-        if layout.mask is not None:
-            additive = additive.masked_fill(~layout.mask[:, None, None, :], float("-inf"))  # (B, nh, L, L)
         q, k, v = qkv.view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=additive,
-                                                 dropout_p=self.dropout_p if self.training else 0.0)  # (B, nh, L, hd)
+        dropout = self.dropout_p if self.training else 0.0
+        if self.pattern == "dam":
+            context = self._dam_context(q, k, v, layout.mask, dropout)
+        elif self.use_block_sparse and length > 2 * self.pattern_arguments[0]:
+            plan = block_sparse.plan(self.pattern, length, *self.pattern_arguments)
+            context = block_sparse.block_sparse_attention(q, k, v, plan, layout.mask, dropout)
+        else:
+            pattern = pattern_mask(self.pattern, length, *self.pattern_arguments)
+            context = block_sparse.reference_attention(q, k, v, pattern, layout.mask, dropout)  # (B, nh, L, hd)
         context = context.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
         return self.output(layout.from_grid(context))
 
-    def auxiliary_loss(self, config: LeanBertConfig) -> torch.Tensor:
-        """lambda * sum(M): the sparsity penalty SparseBERT adds to the training loss."""
-        return config.sparse_penalty * self.dam.penalty()
+    def _dam_context(self, q, k, v, key_mask, dropout: float) -> torch.Tensor:
+        additive = self.dam(q.shape[2], self.exponential_sample).to(q.dtype).unsqueeze(0)  # (1, nh, L, L)
+        if key_mask is not None:
+            additive = additive.masked_fill(~key_mask[:, None, None, :], float("-inf"))  # (B, nh, L, L)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=additive, dropout_p=dropout)  # (B, nh, L, hd)
+
+    def auxiliary_loss(self, config: LeanBertConfig) -> torch.Tensor | float:
+        """lambda * sum(M): the sparsity penalty SparseBERT adds to the training loss (the DAM only)."""
+        return config.sparse_penalty * self.dam.penalty() if self.pattern == "dam" else 0.0

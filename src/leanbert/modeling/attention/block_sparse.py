@@ -1,0 +1,108 @@
+"""Attention over only the key blocks a sparse pattern keeps: the fast path of the fixed patterns.
+
+A pattern (L, L) is cut into b x b blocks; a query block attends to the key blocks that hold any
+kept pair (the layout). Query blocks whose layout keeps more than half of the key blocks (global
+rows) attend over all keys; every other query block gathers its K kept key blocks (K: the most any
+such block keeps; fewer are padded with a masked block) and runs SDPA on b queries x K b keys, with
+the pattern's token mask inside the blocks. So the result is exactly the pattern's attention:
+
+    out_i = softmax_j(q_i . k_j / sqrt(d), over keys j with keep(i, j) and j real, or j = i) v_j
+
+Cost per head: 4 d (n_sparse b K b + n_global b L) FLOPs against 4 d L^2 dense, O(n_sparse K b d)
+memory for the gathered keys and values. The layout and the gathered masks depend only on the
+pattern and the length, so they are computed once per length (`plan`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch.nn import functional as F
+
+from leanbert.modeling.attention.sparse_patterns import pattern_mask
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    block: int
+    blocks: int  # nb = ceil(L / b)
+    sparse_rows: torch.Tensor  # (nr,) query blocks that gather
+    gathered: torch.Tensor  # (nr, K) key blocks each gathers (padding: block 0, masked)
+    inside: torch.Tensor  # (nr, b, K b) bool: the pattern inside the gathered blocks
+    own: torch.Tensor  # (nr, b, K b) bool: the query's own position (kept even when it is padding)
+    dense_rows: torch.Tensor  # (nd,) query blocks that attend over all keys
+    dense_pattern: torch.Tensor  # (nd b, nb b) bool
+
+
+@lru_cache(maxsize=16)
+def plan(name: str, length: int, block: int, global_tokens: int, random_blocks: int, summary_tokens: int,
+         seed: int) -> BlockPlan:
+    """The blocks a fixed pattern (`sparse_patterns.pattern_mask`, same arguments) keeps at this length."""
+    pattern = pattern_mask(name, length, block, global_tokens, random_blocks, summary_tokens, seed)  # (L, L)
+    blocks = -(-length // block)
+    padded = torch.zeros(blocks * block, blocks * block, dtype=torch.bool)
+    padded[:length, :length] = pattern
+    padded.fill_diagonal_(True)  # every query keeps itself, padding included, so that no row is empty
+    tiles = padded.view(blocks, block, blocks, block).permute(0, 2, 1, 3)  # (nb, nb, b, b)
+    layout = tiles.any(dim=-1).any(dim=-1)  # (nb, nb)
+    counts = layout.sum(dim=1)
+    dense = counts > blocks // 2
+    sparse_rows, dense_rows = (~dense).nonzero().squeeze(1), dense.nonzero().squeeze(1)
+    width = int(counts[sparse_rows].max()) if len(sparse_rows) else 1
+    gathered = torch.zeros(len(sparse_rows), width, dtype=torch.long)
+    valid = torch.zeros(len(sparse_rows), width, dtype=torch.bool)
+    for n, row in enumerate(sparse_rows.tolist()):
+        kept = layout[row].nonzero().squeeze(1)
+        gathered[n, : len(kept)], valid[n, : len(kept)] = kept, True
+    inside = tiles[sparse_rows.unsqueeze(1), gathered] & valid[:, :, None, None]  # (nr, K, b, b)
+    inside = inside.permute(0, 2, 1, 3).reshape(len(sparse_rows), block, width * block)
+    key_position = (gathered.unsqueeze(-1) * block + torch.arange(block)).reshape(len(sparse_rows), 1, width * block)
+    query_position = sparse_rows.view(-1, 1, 1) * block + torch.arange(block).view(1, -1, 1)
+    own = (key_position == query_position) & valid.repeat_interleave(block, 1).unsqueeze(1)
+    rows = (dense_rows.unsqueeze(1) * block + torch.arange(block)).reshape(-1)
+    return BlockPlan(block, blocks, sparse_rows, gathered, inside, own, dense_rows, padded[rows])
+
+
+def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: BlockPlan,
+                           key_mask: torch.Tensor | None, dropout: float = 0.0) -> torch.Tensor:
+    """q, k, v (B, h, L, d); key_mask (B, L) bool (True = real token) or None -> (B, h, L, d)."""
+    batch, heads, length, dim = q.shape
+    b, nb = plan.block, plan.blocks
+    extra = nb * b - length
+    if extra:
+        q, k, v = (F.pad(t, (0, 0, 0, extra)) for t in (q, k, v))
+    real = torch.ones(batch, length, dtype=torch.bool, device=q.device) if key_mask is None else key_mask
+    real = F.pad(real, (0, extra), value=False)  # (B, nb b)
+    out = q.new_empty(batch, heads, nb, b, dim)
+    q_blocks, k_blocks, v_blocks = (t.view(batch, heads, nb, b, dim) for t in (q, k, v))
+    if len(plan.sparse_rows):
+        rows, gathered = plan.sparse_rows.to(q.device), plan.gathered.to(q.device)
+        width = gathered.shape[1] * b
+        keys = k_blocks[:, :, gathered].reshape(batch, heads, len(rows), width, dim)  # (B, h, nr, K b, d)
+        values = v_blocks[:, :, gathered].reshape(batch, heads, len(rows), width, dim)
+        real_keys = real.view(batch, nb, b)[:, gathered].reshape(batch, 1, len(rows), 1, width)
+        mask = plan.inside.to(q.device) & (real_keys | plan.own.to(q.device))  # (B, 1, nr, b, K b)
+        out[:, :, rows] = F.scaled_dot_product_attention(q_blocks[:, :, rows], keys, values, attn_mask=mask,
+                                                         dropout_p=dropout)
+    if len(plan.dense_rows):
+        rows = plan.dense_rows.to(q.device)
+        queries = q_blocks[:, :, rows].reshape(batch, heads, len(rows) * b, dim)
+        positions = (rows.unsqueeze(1) * b + torch.arange(b, device=q.device)).reshape(-1)
+        own = positions.unsqueeze(1) == torch.arange(nb * b, device=q.device)  # (nd b, nb b)
+        mask = plan.dense_pattern.to(q.device) & (real.unsqueeze(1) | own)  # (B, nd b, nb b)
+        dense = F.scaled_dot_product_attention(queries, k, v, attn_mask=mask.unsqueeze(1), dropout_p=dropout)
+        out[:, :, rows] = dense.view(batch, heads, len(rows), b, dim)
+    return out.view(batch, heads, nb * b, dim)[:, :, :length]
+
+
+def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: torch.Tensor,
+                        key_mask: torch.Tensor | None, dropout: float = 0.0) -> torch.Tensor:
+    """The plain path: SDPA over all keys with the pattern, real keys and each query's own position as the mask."""
+    length = q.shape[2]
+    own = torch.eye(length, dtype=torch.bool, device=q.device)
+    allowed = pattern.to(q.device) | own  # (L, L)
+    if key_mask is not None:
+        allowed = allowed & (key_mask[:, None, :] | own)  # (B, L, L)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed.unsqueeze(-3), dropout_p=dropout)
