@@ -75,26 +75,31 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pl
         q, k, v = (F.pad(t, (0, 0, 0, extra)) for t in (q, k, v))
     real = torch.ones(batch, length, dtype=torch.bool, device=q.device) if key_mask is None else key_mask
     real = F.pad(real, (0, extra), value=False)  # (B, nb b)
-    out = q.new_empty(batch, heads, nb, b, dim)
-    q_blocks, k_blocks, v_blocks = (t.view(batch, heads, nb, b, dim) for t in (q, k, v))
+    # blocks as rows of b d floats, so that gathering a block copies one contiguous run
+    q_blocks, k_blocks, v_blocks = (t.contiguous().view(batch, heads, nb, b * dim) for t in (q, k, v))
+    out = q.new_empty(batch, heads, nb, b * dim)
     if len(plan.sparse_rows):
         rows, gathered = plan.sparse_rows.to(q.device), plan.gathered.to(q.device)
-        width = gathered.shape[1] * b
-        keys = k_blocks[:, :, gathered].reshape(batch, heads, len(rows), width, dim)  # (B, h, nr, K b, d)
-        values = v_blocks[:, :, gathered].reshape(batch, heads, len(rows), width, dim)
-        real_keys = real.view(batch, nb, b)[:, gathered].reshape(batch, 1, len(rows), 1, width)
+        n_rows, width = len(rows), gathered.shape[1] * b
+        flat = gathered.reshape(-1)
+        keys = k_blocks.index_select(2, flat).view(batch, heads * n_rows, width, dim)  # (B, h nr, K b, d)
+        values = v_blocks.index_select(2, flat).view(batch, heads * n_rows, width, dim)
+        queries = q_blocks.index_select(2, rows).view(batch, heads * n_rows, b, dim)
+        real_keys = real.view(batch, nb, b).index_select(1, flat).view(batch, 1, n_rows, 1, width)
         mask = plan.inside.to(q.device) & (real_keys | plan.own.to(q.device))  # (B, 1, nr, b, K b)
-        out[:, :, rows] = F.scaled_dot_product_attention(q_blocks[:, :, rows], keys, values, attn_mask=mask,
-                                                         dropout_p=dropout)
+        mask = mask.expand(batch, heads, n_rows, b, width).reshape(batch, heads * n_rows, b, width)
+        context = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask, dropout_p=dropout)
+        out.index_copy_(2, rows, context.view(batch, heads, n_rows, b * dim))
     if len(plan.dense_rows):
         rows = plan.dense_rows.to(q.device)
-        queries = q_blocks[:, :, rows].reshape(batch, heads, len(rows) * b, dim)
+        queries = q_blocks.index_select(2, rows).view(batch, heads, len(rows) * b, dim)
         positions = (rows.unsqueeze(1) * b + torch.arange(b, device=q.device)).reshape(-1)
         own = positions.unsqueeze(1) == torch.arange(nb * b, device=q.device)  # (nd b, nb b)
         mask = plan.dense_pattern.to(q.device) & (real.unsqueeze(1) | own)  # (B, nd b, nb b)
-        dense = F.scaled_dot_product_attention(queries, k, v, attn_mask=mask.unsqueeze(1), dropout_p=dropout)
-        out[:, :, rows] = dense.view(batch, heads, len(rows), b, dim)
-    return out.view(batch, heads, nb * b, dim)[:, :, :length]
+        keys, values = (t.view(batch, heads, nb * b, dim) for t in (k_blocks, v_blocks))
+        dense = F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask.unsqueeze(1), dropout_p=dropout)
+        out.index_copy_(2, rows, dense.reshape(batch, heads, len(rows), b * dim))
+    return out.view(batch, heads, nb * b, dim)[:, :, :length]  # (B, h, L, d)
 
 
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pattern: torch.Tensor,
