@@ -25,6 +25,7 @@ bench: install
 	$(VENV)/bin/leanbert bench pretrain --out benchmarks/results
 	$(VENV)/bin/leanbert bench pretrain --preset bert-tiny --out benchmarks/results
 	$(VENV)/bin/leanbert bench fff --out benchmarks/results
+	$(PY) benchmarks/sparse_attention.py
 
 # the 2-hour CPU quality recipe (pretraining + GLUE); resumable
 bench-quality: install

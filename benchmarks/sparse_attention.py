@@ -89,8 +89,11 @@ def main() -> None:
         print(length, {name: row["speed_vs_bert_sdpa"] for name, row in rows[str(length)].items()}, flush=True)
     result = {"layers": 2, "hidden": 768, "heads": 12, "batch": 1, "repeats": args.repeats,
               "threads": torch.get_num_threads(), "host": host.describe(), "allocator": allocator, "lengths": rows}
+    table = [{"tokens": length, **{name: f"{row['ms']} ms ({row['speed_vs_bert_sdpa']}x)" for name, row in by_name.items()}}
+             for length, by_name in rows.items()]
     write_results(args.results, "sparse_attention", result,
-                  "Long sequences: block-sparse patterns against dense SDPA and transformers' BigBird and Longformer")
+                  "Long sequences: block-sparse patterns against dense SDPA and transformers' BigBird and Longformer",
+                  table=table)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def _bigbird(length: int, block: int, global_tokens: int, random_blocks: int, se
     return kept.repeat_interleave(block, 0).repeat_interleave(block, 1)[:length, :length]
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=4)  # an (L, L) mask is 16 MB at L = 4,096; the block plans keep what they need
 def pattern_mask(name: str, length: int, block: int, global_tokens: int, random_blocks: int, summary_tokens: int,
                  seed: int) -> torch.Tensor:
     """(L, L) bool, True = the query (row) may attend to the key (column)."""
