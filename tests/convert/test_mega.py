@@ -68,7 +68,8 @@ def _copy(shared_dir, tmp_path, edit_config=None, edit_state=None):
 
 @pytest.mark.parametrize("field, value", [("relative_positional_bias", "rotary"), ("attention_activation", "laplace"),
                                           ("normalize_before_mega", False), ("normalization_type", "batchnorm"),
-                                          ("use_normalized_ffn", False),
+                                          ("use_normalized_ffn", False), ("is_decoder", True),
+                                          ("add_cross_attention", True),
                                           ("model_type", "bert")])
 def test_unsupported_choices_are_refused_by_name(shared_dir, tmp_path, field, value):
     src = _copy(shared_dir, tmp_path, edit_config=lambda c: c.__setitem__(field, value))
@@ -115,6 +116,18 @@ def test_a_mega_model_checkpoint_without_head_converts(shared_dir, tmp_path):
     with torch.no_grad():
         hidden = model.leanbert(inputs["input_ids_L48"], attention_mask=inputs["attention_mask_L48"]).last_hidden_state
     torch.testing.assert_close(hidden[valid], expected["last_hidden_state_L48"][valid], atol=1e-5, rtol=1e-4)
+
+
+def test_a_bias_span_without_chunking_is_refused(shared_dir, tmp_path):
+    """4.39 sizes the relative bias by chunk_size whenever it is >= 0, even with use_chunking=False."""
+    src = _copy(shared_dir, tmp_path, edit_config=lambda c: c.__setitem__("use_chunking", False))
+    with pytest.raises(CheckpointError, match="chunk_size=16 with use_chunking=False is not supported"):
+        load_mega(src)
+
+
+def test_token_types_default_to_none_as_in_megaconfig(shared_dir, tmp_path):
+    model = load_mega(_copy(shared_dir, tmp_path, edit_config=lambda c: c.pop("add_token_type_embeddings")))
+    assert model.config.type_vocab_size == 0
 
 
 def test_a_missing_config_field_is_named(shared_dir, tmp_path):

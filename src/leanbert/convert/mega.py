@@ -27,6 +27,7 @@ from leanbert.modeling.model import LeanBertForMaskedLM
 _EXPECTED = {
     "relative_positional_bias": ("simple", "rotary"), "attention_activation": ("softmax", "softmax"),
     "norm_affine": (True, True), "use_normalized_ffn": (True, True), "truncation": (None, None),
+    "is_decoder": (False, False), "add_cross_attention": (False, False),
 }
 _NORMS = {"scalenorm": "scalenorm", "layernorm": "layernorm"}
 
@@ -69,9 +70,15 @@ def leanbert_config_from_mega(config: dict, source: str = "config.json") -> Lean
     norm = config.get("normalization_type", "scalenorm")
     if norm not in _NORMS:
         raise CheckpointError(f"{source}: MEGA normalization_type={norm!r} is not supported; allowed: {sorted(_NORMS)}")
+    chunk = config.get("chunk_size", -1)
+    if not config.get("use_chunking", False) and chunk >= 0:
+        # 4.39's relative bias spans chunk_size whenever it is >= 0, chunking or not; leanbert's spans
+        # the chunk only when it chunks
+        raise CheckpointError(f"{source}: MEGA chunk_size={chunk} with use_chunking=False is not supported "
+                              "(expected chunk_size -1 without chunking)")
     try:
         hidden = config["hidden_size"]
-        chunk = config["chunk_size"] if config.get("use_chunking", False) else -1
+        chunk = chunk if config.get("use_chunking", False) else -1
         return LeanBertConfig(
             vocab_size=config["vocab_size"], hidden_size=hidden, num_hidden_layers=config["num_hidden_layers"],
             num_attention_heads=1, intermediate_size=config.get("nffn_hidden_size", 256),
@@ -79,7 +86,7 @@ def leanbert_config_from_mega(config: dict, source: str = "config.json") -> Lean
             hidden_dropout_prob=config.get("hidden_dropout_prob", 0.1),
             attention_probs_dropout_prob=config.get("attention_probs_dropout_prob", 0.1),
             max_position_embeddings=config.get("max_positions", 2048),
-            type_vocab_size=config.get("type_vocab_size", 2) if config.get("add_token_type_embeddings", True) else 0,
+            type_vocab_size=config.get("type_vocab_size", 2) if config.get("add_token_type_embeddings", False) else 0,
             initializer_range=config.get("initializer_range", 0.02), layer_norm_eps=1e-5,
             pad_token_id=config.get("pad_token_id", 1),
             attention_type="mega", mega_ema_size=config.get("ema_projection_size", 16),

@@ -46,6 +46,7 @@ from leanbert.data.glue_metrics import MAIN_SCORE_KEY, make_compute_metrics
 from leanbert.data.records import DataError
 from leanbert.local_data import find_data_root, named_data_root
 from leanbert.tokenizer import check_tokenizer_fits, load_tokenizer
+from leanbert.train.decay_exemptions import DecayExemptionsMixin
 from leanbert.train.pretrain import FINAL_DIR_NAME
 from leanbert.train.glue_protocols import FinetuneSettings, protocol_settings
 
@@ -232,7 +233,7 @@ def _training_arguments(settings: FinetuneSettings, seed: int, work_dir: Path) -
     )
 
 
-class InOrderTrainer(Trainer):
+class InOrderTrainer(DecayExemptionsMixin, Trainer):
     """Trainer whose evaluation keeps the dataset's row order.
 
     With length-grouped training, transformers 5 groups the evaluation batches by length too

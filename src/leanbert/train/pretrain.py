@@ -38,6 +38,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from leanbert.atomic_io import atomic_directory, atomic_write_json, atomic_write_text
 from leanbert.local_data import default_tokenizer, find_data_root, named_data_root
 from leanbert.train.atomic_checkpoint import AtomicCheckpointMixin
+from leanbert.train.decay_exemptions import DecayExemptionsMixin
 from leanbert.train.jsonl_log import LOG_FILE_NAME, JsonlLogCallback
 from leanbert.train.nan_guard import NonFiniteGuardMixin
 from leanbert.train.rank_state_dump import rank_state_dump_from_env
@@ -198,7 +199,7 @@ def build_collator(plan: RunPlan) -> SeededMasking:
     return SeededMasking(collator, seed=plan.args.seed)
 
 
-class PretrainTrainer(NonFiniteGuardMixin, AtomicCheckpointMixin, Trainer):
+class PretrainTrainer(DecayExemptionsMixin, NonFiniteGuardMixin, AtomicCheckpointMixin, Trainer):
     """Trainer with atomic checkpoints, the NaN/inf stop, fixed evaluation masks and perplexity."""
 
     def evaluate(self, *args, **kwargs):

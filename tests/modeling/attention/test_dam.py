@@ -46,9 +46,18 @@ def test_training_draws_fresh_noise_and_evaluation_uses_none():
     torch.manual_seed(0)
     dam = DifferentiableAttentionMask(4, 64)
     dam.train()
-    assert not torch.equal(dam.keep(), dam.keep())  # logits near 0: the noise decides
+    assert not torch.equal(dam(64), dam(64))  # logits near 0: the noise decides
     dam.eval()
+    assert torch.equal(dam(64), dam(64))
     assert torch.equal(dam.keep(), (dam.logits[..., 0] >= dam.logits[..., 1]).float())
+
+
+def test_the_penalty_charges_the_mask_the_forward_applied():
+    torch.manual_seed(0)
+    dam = DifferentiableAttentionMask(4, 16).train()
+    applied = dam(16)  # draws the noise
+    kept_pairs = (applied == 0).float().sum()
+    torch.testing.assert_close(dam.penalty(), kept_pairs)
 
 
 def test_the_penalty_is_the_sum_of_the_full_mask():
@@ -98,7 +107,7 @@ def test_a_sequence_longer_than_the_learnt_distances_is_refused():
 
 
 @pytest.mark.parametrize("field, value, allowed", [("sparse_pattern", "pinwheel", r"\[.dam., .window."),
-                                                   ("sparse_penalty", -1.0, "a number >= 0")])
+                                                   ("sparse_penalty", -1.0, "a finite number >= 0")])
 def test_bad_sparse_fields_are_refused_by_name(field, value, allowed):
     with pytest.raises(ValueError, match=rf"LeanBertConfig\.{field}={value!r}.*{allowed}"):
         sparse_config(**{field: value})

@@ -11,8 +11,8 @@ from leanbert.modeling.attention.sparse_patterns import FIXED_PATTERNS, pattern_
 from leanbert.modeling.model import LeanBertModel
 
 
-def mask(name, length, block=4, global_tokens=1, random_blocks=2, summary_tokens=2, seed=0):
-    return pattern_mask(name, length, block, global_tokens, random_blocks, summary_tokens, seed)
+def mask(name, length, block=4, global_tokens=1, random_blocks=2, summary_tokens=2, seed=0, max_positions=64):
+    return pattern_mask(name, length, block, global_tokens, random_blocks, summary_tokens, seed, max_positions)
 
 
 def test_each_rule_by_hand():
@@ -54,7 +54,7 @@ def test_block_sparse_equals_the_plain_path(name, length, block, global_tokens, 
     if padded:
         key_mask = torch.ones(2, length, dtype=torch.bool)
         key_mask[1, max(1, length // 2):] = False
-    arguments = (block, global_tokens, 2, min(2, block), 0)
+    arguments = (block, global_tokens, 2, min(2, block), 0, 96)
     plan = block_sparse.plan(name, length, *arguments)
     fast = block_sparse.block_sparse_attention(q, k, v, plan, key_mask)
     plain = block_sparse.reference_attention(q, k, v, pattern_mask(name, length, *arguments), key_mask)
@@ -63,12 +63,12 @@ def test_block_sparse_equals_the_plain_path(name, length, block, global_tokens, 
 
 
 def test_a_window_gathers_three_blocks_not_all():
-    plan = block_sparse.plan("window", 1024, 64, 0, 0, 8, 0)
+    plan = block_sparse.plan("window", 1024, 64, 0, 0, 8, 0, 1024)
     assert len(plan.dense_rows) == 0 and plan.gathered.shape == (16, 3)
 
 
 def test_global_rows_attend_densely_and_the_rest_sparsely():
-    plan = block_sparse.plan("longformer", 1024, 64, 1, 0, 8, 0)
+    plan = block_sparse.plan("longformer", 1024, 64, 1, 0, 8, 0, 1024)
     assert plan.dense_rows.tolist() == [0] and plan.gathered.shape == (15, 4)  # window + the global block
 
 
@@ -119,8 +119,43 @@ def test_fixed_patterns_train():
     assert all(p.grad is not None for p in model.encoder.parameters())
 
 
-@pytest.mark.parametrize("field, value", [("sparse_block_size", 0), ("sparse_summary_tokens", 100),
-                                          ("sparse_random_blocks", -1), ("sparse_seed", 1.5)])
-def test_bad_pattern_fields_are_refused_by_name(field, value):
+@pytest.mark.parametrize("pattern, field, value", [("bigbird", "sparse_block_size", 0),
+                                                   ("fixed", "sparse_summary_tokens", 100),
+                                                   ("bigbird", "sparse_random_blocks", -1), ("bigbird", "sparse_seed", 1.5),
+                                                   ("dam", "sparse_penalty", float("nan")),
+                                                   ("dam", "sparse_penalty", float("inf"))])
+def test_bad_pattern_fields_are_refused_by_name(pattern, field, value):
     with pytest.raises(ValueError, match=rf"LeanBertConfig\.{field}={value!r}"):
-        _model(sparse_pattern="bigbird", **{field: value})
+        _model(sparse_pattern=pattern, **{field: value})
+
+
+def test_summary_tokens_bind_only_the_fixed_pattern():
+    _model(sparse_pattern="window", sparse_block_size=4)  # sparse_summary_tokens (8) is the fixed pattern's
+
+
+@pytest.mark.parametrize("name", FIXED_PATTERNS)
+def test_a_sequence_is_the_same_alone_and_in_a_longer_padded_batch(name):
+    """BigBird's random blocks, too, must not depend on how far the batch is padded."""
+    model = _model(sparse_pattern=name, sparse_random_blocks=2)
+    ids = torch.randint(0, 100, (1, 48))
+    padded = torch.cat([ids, torch.zeros(1, 40, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones(1, 48, dtype=torch.long), torch.zeros(1, 40, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        alone = model(ids).last_hidden_state
+        batched = model(padded, attention_mask=mask).last_hidden_state[:, :48]
+    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", FIXED_PATTERNS)
+def test_left_padding_keeps_the_global_tokens_and_blocks_on_the_real_tokens(name):
+    model = _model(sparse_pattern=name)
+    ids = torch.randint(0, 100, (1, 40))
+    padded = torch.cat([torch.zeros(1, 9, dtype=torch.long), ids], dim=1)
+    mask = torch.cat([torch.zeros(1, 9, dtype=torch.long), torch.ones(1, 40, dtype=torch.long)], dim=1)
+    positions = torch.cat([torch.zeros(1, 9, dtype=torch.long), torch.arange(40).unsqueeze(0)], dim=1)
+    with torch.no_grad():
+        alone = model(ids).last_hidden_state
+        left = model(padded, attention_mask=mask, position_ids=positions).last_hidden_state[:, 9:]
+        left_unpadded = model(padded, attention_mask=mask, position_ids=positions, unpad=True).last_hidden_state[:, 9:]
+    torch.testing.assert_close(left, alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(left_unpadded, alone, atol=1e-5, rtol=1e-5)

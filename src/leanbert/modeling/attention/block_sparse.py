@@ -36,11 +36,11 @@ class BlockPlan:
     dense_pattern: torch.Tensor  # (nd b, nb b) bool
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=4)  # each holds its global rows' patterns: (L, L) bits when every row is global (strided)
 def plan(name: str, length: int, block: int, global_tokens: int, random_blocks: int, summary_tokens: int,
-         seed: int) -> BlockPlan:
+         seed: int, max_positions: int) -> BlockPlan:
     """The blocks a fixed pattern (`sparse_patterns.pattern_mask`, same arguments) keeps at this length."""
-    pattern = pattern_mask(name, length, block, global_tokens, random_blocks, summary_tokens, seed)  # (L, L)
+    pattern = pattern_mask(name, length, block, global_tokens, random_blocks, summary_tokens, seed, max_positions)
     blocks = -(-length // block)
     padded = torch.zeros(blocks * block, blocks * block, dtype=torch.bool)
     padded[:length, :length] = pattern

@@ -12,8 +12,8 @@ bidirectional (an encoder sees both sides), with s = `sparse_block_size`:
     star        |i - j| <= 1 or i == 0 or j == 0                Guo et al. 2019: a ring and one relay token
 
 Every pattern keeps the diagonal. A mask costs O(L^2) bits to build, and is built once per length.
-BigBird's random blocks come from `sparse_seed`, the same for every layer and head, so that a model
-computes the same function at every call.
+BigBird's random blocks come from `sparse_seed` and the query block alone (the same for every layer,
+head and batch length), so that a model computes the same function at every call.
 """
 
 from __future__ import annotations
@@ -25,44 +25,54 @@ import torch
 FIXED_PATTERNS = ("window", "longformer", "bigbird", "strided", "fixed", "logsparse", "star")
 
 
-def _distance(length: int) -> torch.Tensor:
-    position = torch.arange(length)
-    return position.unsqueeze(0) - position.unsqueeze(1)  # (L, L): j - i
-
-
-def _bigbird(length: int, block: int, global_tokens: int, random_blocks: int, seed: int) -> torch.Tensor:
+def _bigbird(length: int, block: int, global_tokens: int, random_blocks: int, seed: int,
+            max_positions: int) -> torch.Tensor:
     blocks = -(-length // block)
-    kept = (_distance(blocks).abs() <= 1)  # (nb, nb): the block and its neighbours
+    position = torch.arange(blocks, dtype=torch.int32)
+    kept = (position.unsqueeze(0) - position.unsqueeze(1)).abs() <= 1  # (nb, nb): the block and its neighbours
     global_blocks = -(-global_tokens // block) if global_tokens > 0 else 0
     kept[:global_blocks, :] = True
     kept[:, :global_blocks] = True
-    generator = torch.Generator().manual_seed(seed)
     for row in range(global_blocks, blocks):
-        free = (~kept[row]).nonzero().squeeze(1)
-        chosen = free[torch.randperm(len(free), generator=generator)[:random_blocks]]
-        kept[row, chosen] = True
+        kept[row, _random_blocks(row, global_blocks, random_blocks, seed, -(-max_positions // block), blocks)] = True
     return kept.repeat_interleave(block, 0).repeat_interleave(block, 1)[:length, :length]
 
 
-@lru_cache(maxsize=4)  # an (L, L) mask is 16 MB at L = 4,096; the block plans keep what they need
+def _random_blocks(row: int, global_blocks: int, count: int, seed: int, candidates: int, blocks: int) -> torch.Tensor:
+    """The random key blocks of query block `row`: drawn from (seed, row) alone, uniformly among the blocks of
+    the longest sequence (`candidates`) that are neither global nor in its window, so that a sequence sees
+    the same blocks whatever the length of its batch. Blocks past this length are dropped here (a longer,
+    padded batch masks them), so a sequence shorter than the model's longest keeps fewer random blocks."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + row)
+    chosen = []
+    for candidate in torch.randperm(max(candidates, row + 1), generator=generator).tolist():
+        if candidate >= global_blocks and abs(candidate - row) > 1:
+            chosen.append(candidate)
+            if len(chosen) == count:
+                break
+    return torch.tensor([block for block in chosen if block < blocks], dtype=torch.long)
+
+
+@lru_cache(maxsize=2)  # an (L, L) mask is 16 MB at L = 4,096; the block plans keep what they need
 def pattern_mask(name: str, length: int, block: int, global_tokens: int, random_blocks: int, summary_tokens: int,
-                 seed: int) -> torch.Tensor:
-    """(L, L) bool, True = the query (row) may attend to the key (column)."""
-    d = _distance(length)
-    i, j = torch.meshgrid(torch.arange(length), torch.arange(length), indexing="ij")
-    if name == "window":
-        return d.abs() <= block
-    if name == "longformer":
-        return (d.abs() <= block) | (i < global_tokens) | (j < global_tokens)
+                 seed: int, max_positions: int) -> torch.Tensor:
+    """(L, L) bool, True = the query (row) may attend to the key (column). Built from int32 positions that
+    broadcast: the largest temporary is one (L, L) int32 tensor of distances."""
     if name == "bigbird":
-        return _bigbird(length, block, global_tokens, random_blocks, seed)
-    if name == "strided":
-        return (d.abs() < block) | (d % block == 0)
+        return _bigbird(length, block, global_tokens, random_blocks, seed, max(max_positions, length))
+    if name not in FIXED_PATTERNS:
+        raise ValueError(f"unknown sparse pattern {name!r}; allowed: {list(FIXED_PATTERNS)}")
+    position = torch.arange(length, dtype=torch.int32)
+    i, j = position.unsqueeze(1), position.unsqueeze(0)  # (L, 1), (1, L)
     if name == "fixed":
         return (i // block == j // block) | (j % block >= block - summary_tokens)
+    distance = (j - i).abs_()  # (L, L) int32
+    if name == "window":
+        return distance <= block
+    if name == "longformer":
+        return (distance <= block) | (i < global_tokens) | (j < global_tokens)
+    if name == "strided":
+        return (distance < block) | (distance % block == 0)
     if name == "logsparse":
-        distance = d.abs()
-        return (distance == 0) | ((distance & (distance - 1)) == 0)  # a power of two
-    if name == "star":
-        return (d.abs() <= 1) | (i == 0) | (j == 0)
-    raise ValueError(f"unknown sparse pattern {name!r}; allowed: {list(FIXED_PATTERNS)}")
+        return (distance & (distance - 1)) == 0  # 0 or a power of two
+    return (distance <= 1) | (i == 0) | (j == 0)  # star
