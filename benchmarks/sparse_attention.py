@@ -1,6 +1,7 @@
-"""Long sequences: leanbert's block-sparse patterns against dense attention and transformers' sparse models.
+"""Long sequences: leanbert's block-sparse patterns (and MEGA) against dense attention and transformers'
+sparse models.
 
-Six 2-layer encoders of BERT-base width (hidden 768, 12 heads, feed-forward 3072), the same random
+Seven 2-layer encoders of BERT-base width (hidden 768, 12 heads, feed-forward 3072), the same random
 token ids, inference, batch 1, all interleaved in one process (`leanbert.bench.timing`):
 
     bert_sdpa            transformers BertModel, dense SDPA                       (the peer every ratio is against)
@@ -9,6 +10,8 @@ token ids, inference, batch 1, all interleaved in one process (`leanbert.bench.t
     leanbert_full        leanbert, attention_type="full" (SDPA at these lengths)
     leanbert_bigbird     leanbert, sparse "bigbird": blocks of 64, the first block global, 3 random blocks
     leanbert_longformer  leanbert, sparse "longformer": |i - j| <= 64, token 0 global
+    leanbert_mega        leanbert, 2 layers of the mega-small-16k preset (EMA + gated attention in chunks
+                         of 1,024, values 2,304, feed-forward 2,304): another architecture, same width
 
 The models have random weights: this measures speed only. Freed memory is kept for reuse (as in
 `leanbert bench`), so that no model pays page faults.
@@ -32,6 +35,7 @@ def build_models(length: int) -> dict:
 
     from leanbert.config import LeanBertConfig
     from leanbert.modeling.model import LeanBertModel
+    from leanbert.presets import preset_config
 
     shape = dict(hidden_size=768, num_hidden_layers=2, num_attention_heads=12, intermediate_size=3072,
                  max_position_embeddings=length + 2, vocab_size=30522)
@@ -48,6 +52,8 @@ def build_models(length: int) -> dict:
         "leanbert_longformer": LeanBertModel(LeanBertConfig(**shape, attention_type="sparse",
                                                             sparse_pattern="longformer", sparse_block_size=64,
                                                             sparse_global_tokens=1), add_pooling_layer=False),
+        "leanbert_mega": LeanBertModel(preset_config("mega-small-16k", num_hidden_layers=2, vocab_size=30522),
+                                       add_pooling_layer=False),
     }
     return {name: model.eval() for name, model in models.items()}
 
