@@ -9,7 +9,7 @@ import torch
 from leanbert.modeling.packed_linear import PackedLinear
 
 
-@pytest.mark.parametrize("activation", [None, "gelu"])
+@pytest.mark.parametrize("activation", [None, "gelu", "silu"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", [(1, 24), (7, 24), (3, 5, 24), (0, 24)])
 def test_packed_equals_reference(activation, bias, shape):

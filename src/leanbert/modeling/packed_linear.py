@@ -1,6 +1,6 @@
 """Linear layers that run CPU inference on oneDNN-prepacked weights.
 
-    y = act(x W^T + b)        act: none or exact GELU (fused into the GEMM epilogue)
+    y = act(x W^T + b)        act: none, exact GELU or SiLU (fused into the GEMM epilogue)
 
 Same parameters, same math, same 2 M K N FLOPs as `nn.Linear`; the speed comes from doing the
 weight's layout transform once instead of on every call. Measured on this project's 2-core CPU
@@ -21,7 +21,8 @@ from torch.nn import functional as F
 from leanbert.modeling.derived_weight import DerivedWeight
 from leanbert.modeling.fast_path import eager_float32_cpu_inference
 
-ACTIVATIONS = {None: ("none", None), "gelu": ("gelu", F.gelu)}
+ACTIVATIONS = {None: ("none", None), "gelu": ("gelu", F.gelu), "silu": ("swish", F.silu)}  # oneDNN's name, PyTorch's op
+FUSED_ACTIVATIONS = ("gelu", "silu")  # the `hidden_act` values PackedLinear can run in its epilogue
 
 
 def _packed_path_available() -> bool:

@@ -36,6 +36,7 @@ from transformers.activations import ACT2FN
 from leanbert.config import LeanBertConfig
 from leanbert.modeling.attention.ema import DampedEMA
 from leanbert.modeling.norms import make_norm
+from leanbert.modeling.packed_linear import FUSED_ACTIVATIONS, PackedLinear
 from leanbert.modeling.registry import ATTENTION
 from leanbert.modeling.token_layout import TokenLayout
 
@@ -54,10 +55,12 @@ class MegaAttention(nn.Module):
         self.pre_norm = config.norm_scheme == "pre"
         self.norm = make_norm(config)
         self.act = ACT2FN[config.hidden_act]
-        self.value = nn.Linear(hidden, self.value_size)
+        fused = config.hidden_act if config.hidden_act in FUSED_ACTIVATIONS else None
+        self.value = PackedLinear(hidden, self.value_size, activation=fused)  # act(xn W_v + b_v)
+        self.value_act = nn.Identity() if fused else self.act
         self.ema = DampedEMA(hidden, config.mega_ema_size, config.mega_bidirectional, self.act)
-        self.gates = nn.Linear(hidden, 2 * hidden + self.shared_size + self.value_size)
-        self.output = nn.Linear(self.value_size, hidden)
+        self.gates = PackedLinear(hidden, 2 * hidden + self.shared_size + self.value_size)
+        self.output = PackedLinear(self.value_size, hidden)
         self.qk_weight = nn.Parameter(torch.zeros(2, self.shared_size))  # gamma_0 (queries), gamma_1 (keys)
         self.qk_bias = nn.Parameter(torch.zeros(2, self.shared_size))
         self.relative_bias = nn.Parameter(torch.zeros(2 * config.max_position_embeddings - 1))
@@ -98,7 +101,7 @@ class MegaAttention(nn.Module):
         """x (B, L, H), mask (B, L) bool (True = real token) or None -> (B, L, H)."""
         hidden = x.shape[-1]
         xn = self.norm(x) if self.pre_norm else x
-        value = self.act(self.value(xn))  # (B, L, I)
+        value = self.value_act(self.value(xn))  # (B, L, I)
         mixed = self.dropout(self.ema(xn, mask))  # (B, L, H)
         reset, shared_gate, candidate = self.gates(mixed).split(
             [hidden, self.shared_size + self.value_size, hidden], dim=-1)

@@ -11,7 +11,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from leanbert.config import LeanBertConfig
-from leanbert.modeling.packed_linear import PackedLinear
+from leanbert.modeling.packed_linear import FUSED_ACTIVATIONS, PackedLinear
 from leanbert.modeling.registry import FFN
 
 
@@ -21,7 +21,7 @@ class DenseFeedForward(nn.Module):
 
     def __init__(self, config: LeanBertConfig):
         super().__init__()
-        fused = "gelu" if config.hidden_act == "gelu" else None  # exact GELU runs in the GEMM epilogue
+        fused = config.hidden_act if config.hidden_act in FUSED_ACTIVATIONS else None  # run in the GEMM epilogue
         self.intermediate = PackedLinear(config.hidden_size, config.intermediate_size, bias=config.use_bias,
                                          activation=fused)
         self.act = nn.Identity() if fused else ACT2FN[config.hidden_act]
