@@ -69,8 +69,8 @@ class DampedEMA(nn.Module):
         block = max(1, math.isqrt(length))
         blocks = -(-length // block)
         steps = torch.arange(max(block, blocks), device=log_q.device, dtype=log_q.dtype)
-        within = torch.exp(log_q.unsqueeze(-1) * steps[:block])  # (C, N, B): q^i
-        across = weight.unsqueeze(1) * torch.exp(log_q.unsqueeze(1) * (block * steps[:blocks]).unsqueeze(-1))  # (C, L/B, N)
+        within = _exp_or_zero(log_q.unsqueeze(-1) * steps[:block])  # (C, N, B): q^i
+        across = weight.unsqueeze(1) * _exp_or_zero(log_q.unsqueeze(1) * (block * steps[:blocks]).unsqueeze(-1))  # (C, L/B, N)
         return torch.bmm(across, within).flatten(1)[:, :length]  # (C, L/B, B) -> (C, L)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -78,6 +78,13 @@ class DampedEMA(nn.Module):
         inputs = x if mask is None else x * mask.unsqueeze(-1).to(x.dtype)  # (B, L, H), padding -> 0
         y = convolve_fft(inputs, self.kernel(length), self.bidirectional)  # (B, L, H)
         return self.act(y + x * self.residual_weight)
+
+
+def _exp_or_zero(exponent: torch.Tensor) -> torch.Tensor:
+    """exp, with powers below e^-40 (4e-18) exactly 0: the far lags of a fast-decaying dimension would
+    otherwise be denormal floats, each costing a microcode assist (exp over a 4,096-token kernel took
+    45x longer), and the products of two such powers in the matmul likewise."""
+    return torch.where(exponent < -40.0, 0.0, torch.exp(exponent.clamp(min=-40.0)))
 
 
 def _split(kernel: torch.Tensor, bidirectional: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
