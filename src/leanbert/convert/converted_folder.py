@@ -1,15 +1,27 @@
-"""Where every importer ends: the renamed weights loaded with every key accounted for, and the converted
-model and the source's tokenizer written as one folder."""
+"""What every importer shares: renaming the source's keys by pattern, loading the renamed weights with
+every key accounted for, and writing the converted model and the source's tokenizer as one folder."""
 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 
 from transformers import PreTrainedModel
 
 from leanbert.atomic_io import atomic_directory
 from leanbert.checkpoint import CheckpointError
+
+
+def renamed_key(key: str, renames: list[tuple[str, str]], source: str, original: str | None = None) -> str:
+    """`key` through every (pattern, replacement) in turn; a key no pattern matches is an unexpected weight,
+    named as the checkpoint names it (`original`, when `key` had a prefix removed)."""
+    renamed = key
+    for pattern, replacement in renames:
+        renamed = re.sub(pattern, replacement, renamed)
+    if renamed == key:
+        raise CheckpointError(f"unexpected {source} weight {(original or key)!r}")
+    return renamed
 
 
 def write_converted(model: PreTrainedModel, tokenizer_source: str | os.PathLike, out: str | os.PathLike) -> None:

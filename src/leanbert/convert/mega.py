@@ -20,7 +20,7 @@ import torch
 
 from leanbert.checkpoint import CheckpointError, load_folder_weights, local_checkpoint_folder, read_config
 from leanbert.config import LeanBertConfig
-from leanbert.convert.converted_folder import load_converted_state, write_converted
+from leanbert.convert.converted_folder import load_converted_state, renamed_key, write_converted
 from leanbert.modeling.model import LeanBertForMaskedLM
 
 # config fields whose value leanbert's MEGA needs; an absent field holds MegaConfig's default
@@ -121,11 +121,7 @@ def mega_state_dict_to_leanbert(state: dict[str, torch.Tensor]) -> tuple[dict[st
         inner = key.removeprefix("mega.")
         if _SKIPPED.search(inner):
             continue
-        renamed = inner
-        for pattern, replacement in _RENAMES:
-            renamed = re.sub(pattern, replacement, renamed)
-        if renamed == inner:
-            raise CheckpointError(f"unexpected MEGA weight {key!r}")
+        renamed = renamed_key(inner, _RENAMES, "MEGA", original=key)
         out[renamed] = tensor.squeeze(-1) if renamed.endswith(("ema.damping", "ema.decay", "ema.expansion")) else tensor
     return out, tied
 

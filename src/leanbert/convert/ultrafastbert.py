@@ -20,7 +20,7 @@ import torch
 
 from leanbert.checkpoint import CheckpointError, load_folder_weights, local_checkpoint_folder
 from leanbert.config import LeanBertConfig
-from leanbert.convert.converted_folder import load_converted_state, write_converted
+from leanbert.convert.converted_folder import load_converted_state, renamed_key, write_converted
 from leanbert.modeling.model import LeanBertForMaskedLM
 
 _RENAMES = [
@@ -108,12 +108,7 @@ def crammed_state_dict_to_leanbert(state: dict[str, torch.Tensor], num_heads: in
             fused = tensor.view(num_heads, 3, head_dim, hidden).transpose(0, 1).reshape(three_hidden, hidden)
             out[f"leanbert.encoder.layers.{match.group(1)}.attention.block.qkv.weight"] = fused
             continue
-        renamed = key
-        for pattern, replacement in _RENAMES:
-            renamed = re.sub(pattern, replacement, renamed)
-        if renamed == key:
-            raise CheckpointError(f"unexpected crammedBERT weight {key!r}")
-        out[renamed] = tensor
+        out[renamed_key(key, _RENAMES, "crammedBERT")] = tensor
     return out
 
 
