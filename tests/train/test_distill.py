@@ -355,3 +355,21 @@ def test_a_hidden_mode_teacher_missing_encoder_weights_is_refused(tmp_path, teac
               metadata={"format": "pt"})
     with pytest.raises(RecipeError, match=r"lacks weights its config needs.*layer\.1\."):
         load_teacher(str(broken), "hidden", "r.yaml")
+
+
+def test_a_sparse_mask_students_penalty_is_not_weighed_as_mlm_loss(tmp_path, teachers):
+    """The DAM's sparsity term joins the loss whole; `mlm_loss` stays the pure cross-entropy."""
+    recipe = load_recipe(write_recipe(
+        tmp_path,
+        model={"preset": "bert-tiny", "overrides": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                    "intermediate_size": 64, "attention_type": "sparse",
+                                                    "max_position_embeddings": 64, "sparse_penalty": 0.01}},
+        training={"max_steps": 4, "save_steps": 4, "logging_steps": 2},
+        distill={"teacher": str(teachers["mlm"]), "mode": "logits", "mlm_weight": 0.1, "logit_weight": 0.5},
+    ), kind="distill")
+    run_distillation(recipe)
+    train_logs = [r for r in read_log(Path(recipe.output_dir) / "log_history.jsonl") if "loss" in r]
+    assert train_logs
+    for r in train_logs:
+        assert r["mlm_loss"] < 15  # the cross-entropy alone, about ln(30522)
+        assert r["loss"] > 0.1 * r["mlm_loss"] + 0.5 * r["logit_kd_loss"] + 1.0  # plus 0.01 x the kept pairs

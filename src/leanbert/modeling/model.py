@@ -67,15 +67,13 @@ class LeanBertPreTrainedModel(PreTrainedModel):
         clear_derived_weights(self)
         return super().train(mode)
 
+    def auxiliary_loss(self) -> torch.Tensor | float:
+        """The terms components add to the training loss (SparseBERT's mask sparsity), for the last forward."""
+        return sum((module.loss_term(self.config) for module in self.modules() if hasattr(module, "loss_term")), 0.0)
+
     def _with_auxiliary_losses(self, loss: torch.Tensor | None) -> torch.Tensor | None:
-        """In training, the task loss plus the terms components add to it (SparseBERT's mask sparsity);
-        evaluation reports the task loss alone."""
-        if loss is None or not self.training:
-            return loss
-        for module in self.modules():
-            if hasattr(module, "auxiliary_loss"):
-                loss = loss + module.auxiliary_loss(self.config)
-        return loss
+        """In training, the task loss plus `auxiliary_loss()`; evaluation reports the task loss alone."""
+        return loss if loss is None or not self.training else loss + self.auxiliary_loss()
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -261,8 +261,11 @@ class DistillationTrainer(PretrainTrainer):
         use_logits = self.mode == "logits" and d.logit_weight > 0
         use_hidden = self.mode == "hidden" and d.hidden_weight > 0
         outputs = model(**inputs, output_hidden_states=use_hidden)
-        loss = d.mlm_weight * outputs.loss
-        parts = {"mlm_loss": outputs.loss.detach()}
+        # the student's loss holds its components' own terms (a sparse mask's penalty): weigh only the MLM part
+        auxiliary = self.accelerator.unwrap_model(model).auxiliary_loss()
+        mlm_loss = outputs.loss - auxiliary
+        loss = d.mlm_weight * mlm_loss + auxiliary
+        parts = {"mlm_loss": mlm_loss.detach()}
         if use_logits or use_hidden:
             selected = target_positions(inputs, self.mode)
             targets = self._teacher_targets(inputs, selected)

@@ -159,3 +159,24 @@ def test_left_padding_keeps_the_global_tokens_and_blocks_on_the_real_tokens(name
         left_unpadded = model(padded, attention_mask=mask, position_ids=positions, unpad=True).last_hidden_state[:, 9:]
     torch.testing.assert_close(left, alone, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(left_unpadded, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_bigbird_without_random_blocks_keeps_window_and_global_only():
+    blocks = mask("bigbird", 64, block=4, global_tokens=4, random_blocks=0)[::4, ::4]
+    assert int(blocks[8].sum()) == 3 + 1
+
+
+def test_bigbird_past_max_positions_is_the_same_in_any_padded_batch():
+    model = _model(sparse_pattern="bigbird", position_embedding_type="none", max_position_embeddings=32,
+                   sparse_block_size=4, sparse_random_blocks=2)
+    ids = torch.randint(0, 100, (1, 60))
+    padded = torch.cat([ids, torch.zeros(1, 20, dtype=torch.long)], dim=1)
+    mask_ = torch.cat([torch.ones(1, 60, dtype=torch.long), torch.zeros(1, 20, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded, attention_mask=mask_).last_hidden_state[:, :60],
+                                   model(ids).last_hidden_state, atol=1e-5, rtol=1e-5)
+
+
+def test_a_seed_too_large_for_the_generator_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"sparse_seed=35184372088832.*2\*\*32"):
+        _model(sparse_pattern="bigbird", sparse_seed=2**45)

@@ -57,6 +57,8 @@ class SparseAttention(FullAttention):
             value = getattr(config, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise ValueError(f"LeanBertConfig.{field}={value!r}; allowed: an int >= {least}")
+        if config.sparse_seed >= 2**32:  # seeds a generator per query block: seed * 1,000,003 + block must fit
+            raise ValueError(f"LeanBertConfig.sparse_seed={config.sparse_seed!r}; allowed: an int in [0, 2**32)")
         if config.sparse_pattern == "fixed" and config.sparse_summary_tokens > config.sparse_block_size:
             raise ValueError(f"LeanBertConfig.sparse_summary_tokens={config.sparse_summary_tokens!r}; allowed: at most "
                              f"sparse_block_size={config.sparse_block_size}")
@@ -89,7 +91,7 @@ class SparseAttention(FullAttention):
             additive = additive.masked_fill(~key_mask[:, None, None, :], float("-inf"))  # (B, nh, L, L)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=additive, dropout_p=dropout)  # (B, nh, L, hd)
 
-    def auxiliary_loss(self, config: LeanBertConfig) -> torch.Tensor | float:
+    def loss_term(self, config: LeanBertConfig) -> torch.Tensor | float:
         """lambda * sum(M): the sparsity penalty SparseBERT adds to the training loss (the DAM only)."""
         return config.sparse_penalty * self.dam.penalty() if self.pattern == "dam" else 0.0
 

@@ -42,7 +42,10 @@ def _random_blocks(row: int, global_blocks: int, count: int, seed: int, candidat
     """The random key blocks of query block `row`: drawn from (seed, row) alone, uniformly among the blocks of
     the longest sequence (`candidates`) that are neither global nor in its window, so that a sequence sees
     the same blocks whatever the length of its batch. Blocks past this length are dropped here (a longer,
-    padded batch masks them), so a sequence shorter than the model's longest keeps fewer random blocks."""
+    padded batch masks them), so a sequence shorter than the model's longest keeps fewer random blocks;
+    rows past max_position_embeddings draw among their own first blocks (a range set by the row alone)."""
+    if count == 0:
+        return torch.zeros(0, dtype=torch.long)
     generator = torch.Generator().manual_seed(seed * 1_000_003 + row)
     chosen = []
     for candidate in torch.randperm(max(candidates, row + 1), generator=generator).tolist():
@@ -59,7 +62,7 @@ def pattern_mask(name: str, length: int, block: int, global_tokens: int, random_
     """(L, L) bool, True = the query (row) may attend to the key (column). Built from int32 positions that
     broadcast: the largest temporary is one (L, L) int32 tensor of distances."""
     if name == "bigbird":
-        return _bigbird(length, block, global_tokens, random_blocks, seed, max(max_positions, length))
+        return _bigbird(length, block, global_tokens, random_blocks, seed, max_positions)
     if name not in FIXED_PATTERNS:
         raise ValueError(f"unknown sparse pattern {name!r}; allowed: {list(FIXED_PATTERNS)}")
     position = torch.arange(length, dtype=torch.int32)
