@@ -25,7 +25,7 @@ bench: install
 	$(VENV)/bin/leanbert bench pretrain --out benchmarks/results
 	$(VENV)/bin/leanbert bench pretrain --preset bert-tiny --out benchmarks/results
 	$(VENV)/bin/leanbert bench fff --out benchmarks/results
-	$(PY) benchmarks/sparse_attention.py
+	$(VENV)/bin/leanbert bench attention --lengths 1024,2048,4096,8192 --repeats 7 --out benchmarks/results
 
 # the 2-hour CPU quality recipe (pretraining + GLUE); resumable
 bench-quality: install

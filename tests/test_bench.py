@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from leanbert.bench import host
+from leanbert.bench import attention_speed, host
 from leanbert.bench.fff_speed import layer_speed
 
 
@@ -25,6 +25,15 @@ def test_fff_layer_speed_reports_inference_and_training_ratios():
     assert set(result["layer_inference_paper_setup_seconds"]) == {"dense", "fff_kernel"}
     assert set(result["layer_training_seconds"]) == {"dense", "fff_kernel"}
     assert set(result["layer_inference_page_faults"]) == {"dense", "fff_kernel"}
+
+
+def test_attention_speed_times_every_model_at_every_length_against_bert():
+    result = attention_speed.run([140], repeats=1, hidden=64, layers=1)
+    row = result["lengths"]["140"]
+    assert set(row) == {"bert_sdpa", "bigbird_hf", "longformer_hf", "leanbert_full", "leanbert_bigbird",
+                        "leanbert_longformer", "leanbert_mega"}
+    assert row["bert_sdpa"]["speed_vs_bert_sdpa"] == 1.0 and all(r["ms"] > 0 for r in row.values())
+    assert attention_speed.table(result)[0]["tokens"] == "140"
 
 
 _REALLOCATE = textwrap.dedent('''

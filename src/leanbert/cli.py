@@ -57,7 +57,12 @@ def _bench(args: argparse.Namespace) -> None:
     from leanbert.bench.results import write_results
 
     name = f"bench_{args.what}" + (f"_{result['preset']}" if args.what == "pretrain" and "preset" in result else "")
-    write_results(args.out, name, result, title)
+    rows = None
+    if args.what == "attention":
+        from leanbert.bench.attention_speed import table
+
+        rows = table(result)
+    write_results(args.out, name, result, title, table=rows)
     if args.json:
         print(json.dumps(result))
     else:
@@ -80,6 +85,15 @@ def _run_bench(args: argparse.Namespace) -> tuple[dict, str]:
 
         result = run(args.preset, find_data_root(args.data_dir), repeats=args.repeats, named=named)
         title = "pretraining throughput: leanbert vs transformers BertForMaskedLM"
+    elif args.what == "attention":
+        from leanbert.bench.attention_speed import run
+
+        try:
+            lengths = [int(value) for value in args.lengths.split(",")]
+        except ValueError:
+            raise ValueError(f"--lengths {args.lengths!r}: expected comma-separated ints such as 1024,4096") from None
+        result = run(lengths, repeats=args.repeats)
+        title = "long sequences: block-sparse patterns and MEGA vs dense SDPA, transformers' BigBird and Longformer"
     else:
         from leanbert.bench.fff_speed import run
 
@@ -120,13 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_tokenizer_train)
 
     p = sub.add_parser("bench", help="speed benchmarks against peers (ratios from one run)")
-    p.add_argument("what", choices=["model", "pretrain", "fff"])
+    p.add_argument("what", choices=["model", "pretrain", "fff", "attention"])
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.add_argument("--out", default=None, help="folder for JSON + Markdown results")
     p.add_argument("--preset", default=None)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--tokenizer", default=None)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--lengths", default="1024,4096", help="attention: sequence lengths, comma-separated")
     add_allocator_option(p)
     p.set_defaults(func=_bench)
 
