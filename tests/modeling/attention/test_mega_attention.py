@@ -62,12 +62,11 @@ def test_the_layer_paths_agree_in_the_model():
     torch.testing.assert_close(fast[mask.bool()], plain[mask.bool()], atol=1e-5, rtol=1e-5)
 
 
-def test_a_length_off_the_chunk_grid_equals_explicit_padding():
+def test_a_length_off_the_chunk_grid_equals_explicit_padding(pad):
     """21 tokens with chunks of 8 are run as 24, the last 3 keys dropped: the same as padding them yourself."""
     model = _model()
     ids = torch.randint(3, 120, (1, 21))
-    padded_ids = torch.cat([ids, torch.ones(1, 3, dtype=torch.long)], dim=1)
-    padded_mask = torch.cat([torch.ones(1, 21, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    padded_ids, padded_mask = pad(ids, 3, pad_id=1)
     with torch.no_grad():
         short = model(ids).last_hidden_state
         long = model(padded_ids, attention_mask=padded_mask).last_hidden_state[:, :21]

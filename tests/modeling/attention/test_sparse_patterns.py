@@ -134,12 +134,11 @@ def test_summary_tokens_bind_only_the_fixed_pattern():
 
 
 @pytest.mark.parametrize("name", FIXED_PATTERNS)
-def test_a_sequence_is_the_same_alone_and_in_a_longer_padded_batch(name):
+def test_a_sequence_is_the_same_alone_and_in_a_longer_padded_batch(name, pad):
     """BigBird's random blocks, too, must not depend on how far the batch is padded."""
     model = _model(sparse_pattern=name, sparse_random_blocks=2)
     ids = torch.randint(0, 100, (1, 48))
-    padded = torch.cat([ids, torch.zeros(1, 40, dtype=torch.long)], dim=1)
-    mask = torch.cat([torch.ones(1, 48, dtype=torch.long), torch.zeros(1, 40, dtype=torch.long)], dim=1)
+    padded, mask = pad(ids, 40)
     with torch.no_grad():
         alone = model(ids).last_hidden_state
         batched = model(padded, attention_mask=mask).last_hidden_state[:, :48]
@@ -147,11 +146,10 @@ def test_a_sequence_is_the_same_alone_and_in_a_longer_padded_batch(name):
 
 
 @pytest.mark.parametrize("name", FIXED_PATTERNS)
-def test_left_padding_keeps_the_global_tokens_and_blocks_on_the_real_tokens(name):
+def test_left_padding_keeps_the_global_tokens_and_blocks_on_the_real_tokens(name, pad):
     model = _model(sparse_pattern=name)
     ids = torch.randint(0, 100, (1, 40))
-    padded = torch.cat([torch.zeros(1, 9, dtype=torch.long), ids], dim=1)
-    mask = torch.cat([torch.zeros(1, 9, dtype=torch.long), torch.ones(1, 40, dtype=torch.long)], dim=1)
+    padded, mask = pad(ids, 9, left=True)
     positions = torch.cat([torch.zeros(1, 9, dtype=torch.long), torch.arange(40).unsqueeze(0)], dim=1)
     with torch.no_grad():
         alone = model(ids).last_hidden_state
@@ -166,12 +164,11 @@ def test_bigbird_without_random_blocks_keeps_window_and_global_only():
     assert int(blocks[8].sum()) == 3 + 1
 
 
-def test_bigbird_past_max_positions_is_the_same_in_any_padded_batch():
+def test_bigbird_past_max_positions_is_the_same_in_any_padded_batch(pad):
     model = _model(sparse_pattern="bigbird", position_embedding_type="none", max_position_embeddings=32,
                    sparse_block_size=4, sparse_random_blocks=2)
     ids = torch.randint(0, 100, (1, 60))
-    padded = torch.cat([ids, torch.zeros(1, 20, dtype=torch.long)], dim=1)
-    mask_ = torch.cat([torch.ones(1, 60, dtype=torch.long), torch.zeros(1, 20, dtype=torch.long)], dim=1)
+    padded, mask_ = pad(ids, 20)
     with torch.no_grad():
         torch.testing.assert_close(model(padded, attention_mask=mask_).last_hidden_state[:, :60],
                                    model(ids).last_hidden_state, atol=1e-5, rtol=1e-5)

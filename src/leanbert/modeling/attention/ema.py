@@ -119,7 +119,8 @@ def convolve_reference(x: torch.Tensor, kernel: torch.Tensor, bidirectional: boo
     """The plain path: y_t = sum_s T[t, s] x_s with T[t, s] = k1[t - s] (t >= s) + k2[s - t] (s >= t)."""
     length = x.shape[1]
     forward, backward = _split(kernel, bidirectional)
-    lag = torch.arange(length).unsqueeze(1) - torch.arange(length).unsqueeze(0)  # (L, L): t - s
+    position = torch.arange(length, device=x.device)
+    lag = position.unsqueeze(1) - position.unsqueeze(0)  # (L, L): t - s
     toeplitz = torch.where(lag >= 0, forward[:, lag.clamp(min=0)], 0.0)  # (H, L, L)
     if backward is not None:
         toeplitz = toeplitz + torch.where(lag <= 0, backward[:, (-lag).clamp(min=0)], 0.0)
