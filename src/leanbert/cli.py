@@ -159,7 +159,7 @@ def _add_optional_commands(sub) -> None:
     """Pipeline commands live beside their code: each module exposes `add_commands(subparsers)`."""
     import importlib
 
-    for module in ("leanbert.train.commands", "leanbert.train.glue_commands"):
+    for module in ("leanbert.train.commands", "leanbert.train.glue_commands", "leanbert.search.commands"):
         try:
             importlib.import_module(module).add_commands(sub)
         except ModuleNotFoundError as err:

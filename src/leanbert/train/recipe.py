@@ -8,6 +8,8 @@ A recipe has these top-level keys:
     data:        corpus, tokenizer, block_size, ... (see `DataSection`)
     training:    `transformers.TrainingArguments` fields (learning_rate, max_steps, seed, ...)
     distill:     teacher, temperature, loss weights (distillation recipes only; see `DistillSection`)
+    search:      the space of architectures and the choice's knobs (search recipes only, where `distill:`
+                 is optional; see `leanbert.search.space.SearchSection`)
 
 `--set a.b.c=value` overrides a nested key with a YAML-typed value before validation. Every key at
 every level is checked against what the code accepts: an unknown one fails with the file, the dotted
@@ -166,10 +168,12 @@ class Recipe:
     training: dict
     distill: DistillSection | None = None
     tree: dict = field(default_factory=dict)
+    search: Any = None  # leanbert.search.space.SearchSection, in search recipes
 
 
 def load_recipe(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (), kind: str = "pretrain") -> Recipe:
-    """Read, override and validate a recipe. `kind` is "pretrain" or "distill" (which allows `distill:`)."""
+    """Read, override and validate a recipe. `kind` is "pretrain", "distill" (which needs `distill:`) or
+    "search" (which needs `search:` and may have `distill:`)."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file")
@@ -252,7 +256,7 @@ def validate_recipe(tree: dict, path: str | os.PathLike, kind: str = "pretrain",
     """Check a recipe tree; `lines` (dotted key -> line in the file) puts file:line in value errors."""
     path = Path(path)
     lines = lines or {}
-    allowed_top = TOP_LEVEL_KEYS | ({"distill"} if kind == "distill" else set())
+    allowed_top = TOP_LEVEL_KEYS | {"pretrain": set(), "distill": {"distill"}, "search": {"distill", "search"}}[kind]
     _check_keys(tree, allowed_top, "", path)
 
     source = tree.get("source")
@@ -284,9 +288,9 @@ def validate_recipe(tree: dict, path: str | os.PathLike, kind: str = "pretrain",
         _check_type(_where(path, lines, f"training.{key}"), f"training.{key}", value, training_types[key])
 
     distill = None
-    if kind == "distill":
-        if "distill" not in tree:
-            raise RecipeError(f"{path}: a distillation recipe needs a 'distill' section with a 'teacher'")
+    if kind == "distill" and "distill" not in tree:
+        raise RecipeError(f"{path}: a distillation recipe needs a 'distill' section with a 'teacher'")
+    if "distill" in tree:
         distill = _dataclass_section(tree, "distill", DistillSection, path, lines)
         if not distill.teacher:
             raise RecipeError(f"{path}: 'distill.teacher' is required (an HF hub name or a local folder)")
@@ -297,9 +301,17 @@ def validate_recipe(tree: dict, path: str | os.PathLike, kind: str = "pretrain",
         _require_choice(path, "distill.cache_dtype", distill.cache_dtype, ("float16", "bfloat16", "float32"))
         if distill.cache_top_k < 0:
             raise RecipeError(f"{path}: 'distill.cache_top_k'={distill.cache_top_k}; allowed: >= 0 (0: all logits)")
+    search = None
+    if kind == "search":
+        from leanbert.search.space import SearchSection, check_search_section
+
+        if "search" not in tree:
+            raise RecipeError(f"{path}: a search recipe needs a 'search' section with a 'space'")
+        search = _dataclass_section(tree, "search", SearchSection, path, lines)
+        check_search_section(search, path)
     _check_data_values(data, path)
     return Recipe(path=path, kind=kind, source=source.strip(), output_dir=str(output_dir), model=model,
-                  data=data, training=dict(training), distill=distill, tree=tree)
+                  data=data, training=dict(training), distill=distill, tree=tree, search=search)
 
 
 def leanbert_config_fields() -> set[str]:

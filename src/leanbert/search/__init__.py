@@ -1,0 +1,1 @@
+"""Bort-style optimal subarchitecture extraction: `leanbert search RECIPE.yaml` (see `extract`)."""

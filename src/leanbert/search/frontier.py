@@ -1,0 +1,50 @@
+"""Which candidates are worth keeping, and which one to take: the Pareto front and the choice.
+
+Each candidate ξ has three costs, all lower-better, as in Bort (arXiv 2010.10499): parameter size p(ξ),
+inference time i(ξ) and error e(ξ) (here the held-out MLM loss after the same short proxy training).
+Bort measures them against a maximum point T, the largest architecture; so does leanbert, with T the
+candidate with the most parameters, and p and i reported as ratios p/p_T and i/i_T.
+
+* The front: ξ is on it when no other candidate is at least as good on all three costs and better on
+  one. It needs no weights: every architecture worth taking is on it.
+* The choice: among candidates whose error is within `tolerance` of the best, e <= (1 + tolerance) e_min,
+  the one of least cost (p/p_T)^w_p (i/i_T)^w_i; ties go to the lower error. Bort ranks by its
+  W-coefficient, which also trades the three metrics off against T; this rule is leanbert's own,
+  chosen because its two knobs read plainly ("within 2% of the best loss, smallest and fastest").
+
+A candidate whose error is not finite (a diverged proxy run) is on no front and never chosen.
+Cost: O(n^2) comparisons for n candidates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """a is at least as good as b on every cost and better on one (all costs lower-better)."""
+    return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
+
+
+def pareto_front(points: Sequence[Sequence[float]]) -> list[bool]:
+    """For each point, whether no other point dominates it; points with a non-finite cost are off it."""
+    finite = [all(math.isfinite(x) for x in p) for p in points]
+    return [ok and not any(finite[j] and dominates(points[j], p) for j in range(len(points)) if j != i)
+            for i, (p, ok) in enumerate(zip(points, finite))]
+
+
+def choose(costs: Sequence[float], errors: Sequence[float], tolerance: float) -> int | None:
+    """Index of the least-cost candidate whose error is within `tolerance` of the lowest; None if no error
+    is finite."""
+    finite = [i for i, e in enumerate(errors) if math.isfinite(e)]
+    if not finite:
+        return None
+    limit = (1.0 + tolerance) * min(errors[i] for i in finite)
+    eligible = [i for i in finite if errors[i] <= limit]
+    return min(eligible, key=lambda i: (costs[i], errors[i]))
+
+
+def relative_cost(params_ratio: float, time_ratio: float, params_weight: float, time_weight: float) -> float:
+    """(p / p_T)^w_p * (i / i_T)^w_i: 1 for T itself, lower for smaller, faster candidates."""
+    return params_ratio ** params_weight * time_ratio ** time_weight

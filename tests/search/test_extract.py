@@ -1,0 +1,128 @@
+"""`leanbert search` end to end on tiny models: costs, proxy runs, the report, resume and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from leanbert.cli import main
+from leanbert.search.extract import COSTS_FILE, PROXY_RESULT, RESULT_FILE, run_search
+from leanbert.train.recipe import RecipeError, load_recipe
+from tiny_run import write_recipe
+
+SPACE = {"num_hidden_layers": [1, 2], "hidden_size": [32, 48], "num_attention_heads": [2, 5]}
+
+
+def _recipe(tmp_path: Path, **search):
+    return write_recipe(tmp_path, name="search.yaml",
+                        training={"max_steps": 6, "save_steps": 3, "logging_steps": 3},
+                        search={"space": SPACE, "speed_repeats": 2, **search})
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("search")
+    recipe = load_recipe(_recipe(tmp_path), kind="search")
+    return recipe, run_search(recipe), Path(recipe.output_dir)
+
+
+def test_every_valid_candidate_is_costed_trained_and_reported(finished):
+    recipe, result, out = finished
+    names = [r["name"] for r in result["candidates"]]
+    assert names == ["L1-A2-H32", "L1-A2-H48", "L2-A2-H32", "L2-A2-H48"]  # the space's order: layers, hidden, heads
+    assert [r["name"] for r in result["refused"]] == ["L1-A5-H32", "L1-A5-H48", "L2-A5-H32", "L2-A5-H48"]
+    assert result["refused"][0]["reason"].startswith("LeanBertConfig.hidden_size=32 is not divisible")
+    assert json.loads((out / RESULT_FILE).read_text()) == json.loads(json.dumps(result))
+    assert (out / "search.md").is_file() and (out / "pareto.png").stat().st_size > 1000
+    rows = {r["name"]: r for r in result["candidates"]}
+    # T is the largest, and every ratio is against it
+    assert result["reference"] == "L2-A2-H48"
+    assert max(r["params"] for r in rows.values()) == rows["L2-A2-H48"]["params"]
+    assert rows["L2-A2-H48"]["params_ratio"] == 1.0 and rows["L2-A2-H48"]["time_ratio"] == 1.0
+    for r in rows.values():
+        assert r["status"] == "done" and math.isfinite(r["eval_loss"])
+        assert r["time_ratio"] > 0 and r["seconds"] > 0
+        # e is the proxy run's own held-out loss, and the run is a complete pretraining folder
+        metrics = json.loads((Path(r["run"]) / "metrics.json").read_text())
+        assert metrics["eval_loss"] == r["eval_loss"] and metrics["global_step"] == 6
+        assert (Path(r["run"]) / "final" / "model.safetensors").is_file()
+        config = json.loads((Path(r["run"]) / "final" / "config.json").read_text())
+        assert {k: config[k] for k in r["fields"]} == r["fields"]
+
+
+def test_the_choice_is_eligible_on_the_front_and_the_cheapest(finished):
+    _, result, _ = finished
+    rows = result["candidates"]
+    chosen = next(r for r in rows if r["name"] == result["chosen"])
+    assert chosen["eligible"] and chosen["on_front"]
+    assert all(chosen["cost"] <= r["cost"] for r in rows if r["eligible"])
+    best = min(r["eval_loss"] for r in rows)
+    assert all(r["eligible"] == (r["eval_loss"] <= 1.02 * best) for r in rows)
+
+
+def test_the_chosen_model_loads_with_the_auto_classes(finished):
+    from transformers import AutoModelForMaskedLM
+
+    import leanbert  # noqa: F401
+
+    _, result, _ = finished
+    run = next(r["run"] for r in result["candidates"] if r["name"] == result["chosen"])
+    model = AutoModelForMaskedLM.from_pretrained(Path(run) / "final")
+    assert model.config.num_hidden_layers == next(r for r in result["candidates"]
+                                                  if r["name"] == result["chosen"])["fields"]["num_hidden_layers"]
+
+
+def test_an_interrupted_search_resumes_to_the_same_result(finished, tmp_path):
+    recipe, result, out = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / RESULT_FILE).unlink()
+    # one candidate killed after its first checkpoint, one never started (nor timed)
+    killed = copy / "candidates" / "L1-A2-H48"
+    for name in (PROXY_RESULT, "metrics.json"):
+        (killed / name).unlink()
+    for name in ("final", "checkpoint-6"):
+        shutil.rmtree(killed / name)
+    shutil.rmtree(copy / "candidates" / "L2-A2-H48")
+    costs = json.loads((copy / COSTS_FILE).read_text())
+    del costs["candidates"]["L2-A2-H48"]
+    (copy / COSTS_FILE).write_text(json.dumps(costs))
+
+    resumed = run_search(recipe, output_dir=str(copy), resume=True)
+    want = {r["name"]: r["eval_loss"] for r in result["candidates"]}
+    got = {r["name"]: r["eval_loss"] for r in resumed["candidates"]}
+    assert got.keys() == want.keys()
+    for name in want:
+        assert got[name] == pytest.approx(want[name], abs=1e-6), name
+    assert resumed["reference"] == result["reference"]
+
+
+def test_an_existing_search_needs_resume_and_the_same_recipe(finished, tmp_path):
+    recipe, _, out = finished
+    with pytest.raises(ValueError, match="already holds a search; pass --resume"):
+        run_search(recipe)
+    changed = load_recipe(recipe.path, ["search.error_tolerance=0.5"], kind="search")
+    with pytest.raises(ValueError, match="differs from the recipe this search started with"):
+        run_search(changed, resume=True)
+    with pytest.raises(ValueError, match="holds no search"):
+        run_search(recipe, output_dir=str(tmp_path / "empty"), resume=True)
+
+
+def test_nothing_is_written_when_no_candidate_is_valid_or_no_loss_is_held_out(tmp_path):
+    recipe = load_recipe(_recipe(tmp_path, space={"hidden_size": [30], "num_attention_heads": [4]}), kind="search")
+    with pytest.raises(RecipeError, match="search.space gives no valid architecture .A4-H30: LeanBertConfig"):
+        run_search(recipe)
+    recipe = load_recipe(_recipe(tmp_path), ["data.validation_fraction=0"], kind="search")
+    with pytest.raises(RecipeError, match="needs data.validation_fraction > 0"):
+        run_search(recipe)
+    assert not Path(recipe.output_dir).exists()
+
+
+def test_the_command_line_reports_bad_input_with_exit_code_2(tmp_path, capsys):
+    path = _recipe(tmp_path, space={"hiden_size": [32]})
+    assert main(["search", str(path)]) == 2
+    assert "unknown key 'search.space.hiden_size'" in capsys.readouterr().err
