@@ -12,7 +12,7 @@ import pytest
 from leanbert.cli import main
 from leanbert.search.extract import COSTS_FILE, PROXY_RESULT, RESULT_FILE, run_search
 from leanbert.train.recipe import RecipeError, load_recipe
-from tiny_run import write_recipe
+from tiny_run import save_tiny_teacher, write_recipe
 
 SPACE = {"num_hidden_layers": [1, 2], "hidden_size": [32, 48], "num_attention_heads": [2, 5]}
 
@@ -126,3 +126,14 @@ def test_the_command_line_reports_bad_input_with_exit_code_2(tmp_path, capsys):
     path = _recipe(tmp_path, space={"hiden_size": [32]})
     assert main(["search", str(path)]) == 2
     assert "unknown key 'search.space.hiden_size'" in capsys.readouterr().err
+
+
+def test_a_recipe_with_a_distill_section_proxies_by_distillation(tmp_path):
+    teacher = save_tiny_teacher(tmp_path / "teacher", with_mlm_head=True)
+    path = write_recipe(tmp_path, name="kd.yaml", training={"max_steps": 4, "save_steps": 4, "logging_steps": 2},
+                        distill={"teacher": str(teacher), "mlm_weight": 0.1, "logit_weight": 0.5},
+                        search={"space": {"num_hidden_layers": [1, 2]}, "speed_repeats": 1})
+    result = run_search(load_recipe(path, kind="search"))
+    for row in result["candidates"]:
+        metrics = json.loads((Path(row["run"]) / "metrics.json").read_text())
+        assert metrics["distill_mode"] == "logits" and metrics["eval_loss"] == row["eval_loss"]

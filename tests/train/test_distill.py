@@ -23,25 +23,13 @@ from leanbert.train.distill import (
 )
 from leanbert.train.jsonl_log import read_log
 from leanbert.train.recipe import RecipeError, load_recipe
-from tiny_run import require_tokenizer, write_recipe
-
-
-def _teacher(folder: Path, with_mlm_head: bool, vocab_size: int = 30522, save_tokenizer: bool = True) -> Path:
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertModel
-
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=vocab_size, hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=96)
-    (BertForMaskedLM if with_mlm_head else BertModel)(config).save_pretrained(folder)
-    if save_tokenizer:
-        AutoTokenizer.from_pretrained(require_tokenizer()).save_pretrained(folder)
-    return folder
+from tiny_run import require_tokenizer, save_tiny_teacher, write_recipe
 
 
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
     root = tmp_path_factory.mktemp("teachers")
-    return {"mlm": _teacher(root / "mlm", True), "encoder": _teacher(root / "encoder", False)}
+    return {"mlm": save_tiny_teacher(root / "mlm", True), "encoder": save_tiny_teacher(root / "encoder", False)}
 
 
 def _distill_recipe(tmp_path, teacher, **distill):
@@ -119,7 +107,7 @@ def test_auto_mode_picks_by_head_and_logits_mode_refuses_an_encoder(teachers):
 
 
 def test_teacher_must_read_the_same_token_ids(tmp_path):
-    small = _teacher(tmp_path / "small", True, vocab_size=1000, save_tokenizer=False)
+    small = save_tiny_teacher(tmp_path / "small", True, vocab_size=1000, save_tokenizer=False)
     recipe = _distill_recipe(tmp_path, small)
     with pytest.raises(RecipeError, match="teacher vocab_size 1000 != student vocab_size 30522"):
         run_distillation(recipe)
@@ -127,7 +115,7 @@ def test_teacher_must_read_the_same_token_ids(tmp_path):
 
     from transformers import BertTokenizerFast
 
-    other = _teacher(tmp_path / "other", True, save_tokenizer=False)
+    other = save_tiny_teacher(tmp_path / "other", True, save_tokenizer=False)
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world"]) + "\n")
     BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(other)

@@ -71,6 +71,20 @@ def write_recipe(tmp_path: Path, name: str = "tiny.yaml", **sections) -> Path:
     return path
 
 
+def save_tiny_teacher(folder: Path, with_mlm_head: bool, vocab_size: int = 30522, save_tokenizer: bool = True) -> Path:
+    """A random 2-layer, hidden-48 transformers BERT (with or without its MLM head) saved as a teacher folder."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=96)
+    (BertForMaskedLM if with_mlm_head else BertModel)(config).save_pretrained(folder)
+    if save_tokenizer:
+        AutoTokenizer.from_pretrained(require_tokenizer()).save_pretrained(folder)
+    return folder
+
+
 def subprocess_env() -> dict:
     """Environment for CLI subprocesses: the source tree importable, one thread, no network."""
     env = dict(os.environ)
