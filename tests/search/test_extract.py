@@ -87,6 +87,7 @@ def test_an_interrupted_search_resumes_to_the_same_result(finished, tmp_path):
         (killed / name).unlink()
     for name in ("final", "checkpoint-6"):
         shutil.rmtree(killed / name)
+    (copy / "candidates" / "L1-A2-H32" / PROXY_RESULT).unlink()  # stopped after its run, before noting it
     shutil.rmtree(copy / "candidates" / "L2-A2-H48")
     costs = json.loads((copy / COSTS_FILE).read_text())
     del costs["candidates"]["L2-A2-H48"]
@@ -118,6 +119,10 @@ def test_nothing_is_written_when_no_candidate_is_valid_or_no_loss_is_held_out(tm
         run_search(recipe)
     recipe = load_recipe(_recipe(tmp_path), ["data.validation_fraction=0"], kind="search")
     with pytest.raises(RecipeError, match="needs data.validation_fraction > 0"):
+        run_search(recipe)
+    recipe = load_recipe(_recipe(tmp_path, speed_length=1024), kind="search")
+    with pytest.raises(RecipeError, match="search.speed_length=1024 exceeds max_position_embeddings=512 of "
+                                          "candidate L1-A2-H32"):
         run_search(recipe)
     assert not Path(recipe.output_dir).exists()
 

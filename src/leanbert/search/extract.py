@@ -92,8 +92,14 @@ def plan_search(recipe: Recipe, out: Path, resume: bool) -> tuple[list[Candidate
         if recorded.read_text(encoding="utf-8") != dump_recipe(recipe):
             raise ValueError(f"--resume: {recipe.path} differs from the recipe this search started with ({recorded}); "
                              "a search's candidates must share one recipe: choose another --output-dir")
-    for candidate in candidates:  # each proxy run's recipe must be valid before any run starts
+    length = recipe.search.speed_length or recipe.data.block_size
+    for candidate in candidates:  # each proxy run's recipe, and its lengths, must be valid before anything runs
         candidate_recipe(recipe, candidate, out)
+        positions = candidate_config(recipe, candidate).max_position_embeddings
+        for key, value in (("data.block_size", recipe.data.block_size), ("search.speed_length", length)):
+            if value > positions:
+                raise RecipeError(f"{recipe.path}: {key}={value} exceeds max_position_embeddings={positions} "
+                                  f"of candidate {candidate.name}")
     return candidates, refused
 
 
@@ -142,6 +148,11 @@ def proxy_error(recipe: Recipe, candidate: Candidate, out: Path, data_dir: str |
     done = folder / PROXY_RESULT
     if done.is_file():
         return json.loads(done.read_text(encoding="utf-8"))
+    finished = folder / "metrics.json"
+    if finished.is_file() and (folder / "final").is_dir():  # stopped after the run, before its result was noted
+        result = _proxy_result(json.loads(finished.read_text(encoding="utf-8")))
+        atomic_write_json(done, result)
+        return result
     if recipe.distill is not None:
         from leanbert.train.distill import run_distillation as train
     else:
@@ -150,13 +161,18 @@ def proxy_error(recipe: Recipe, candidate: Candidate, out: Path, data_dir: str |
 
     resume = folder.is_dir() and get_last_checkpoint(str(folder)) is not None
     try:
-        metrics = train(run, data_dir=data_dir, resume=resume)
-        result = {"status": "done", "eval_loss": metrics["eval_loss"], "eval_perplexity": metrics["eval_perplexity"],
-                  "global_step": metrics["global_step"], "train_runtime": metrics.get("train_runtime")}
+        result = _proxy_result(train(run, data_dir=data_dir, resume=resume))
     except NonFiniteLossError as err:  # a diverged candidate is a result, not a failed search
         result = {"status": "diverged", "eval_loss": math.nan, "eval_perplexity": math.nan, "message": str(err)}
     atomic_write_json(done, result)
     return result
+
+
+def _proxy_result(metrics: dict) -> dict:
+    loss = metrics["eval_loss"]
+    return {"status": "done" if math.isfinite(loss) else "diverged", "eval_loss": loss,
+            "eval_perplexity": metrics["eval_perplexity"], "global_step": metrics["global_step"],
+            "train_runtime": metrics.get("train_runtime")}
 
 
 def run_search(recipe: Recipe, *, data_dir: str | None = None, output_dir: str | None = None,
