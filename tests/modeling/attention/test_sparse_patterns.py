@@ -62,6 +62,24 @@ def test_block_sparse_equals_the_plain_path(name, length, block, global_tokens, 
     torch.testing.assert_close(fast, plain, atol=1e-10, rtol=1e-10)
 
 
+@pytest.mark.parametrize("name", FIXED_PATTERNS)
+@pytest.mark.parametrize("length", [61, 64, 70])
+def test_a_plan_built_a_block_of_rows_at_a_time_is_the_plan_built_at_once(name, length, monkeypatch):
+    arguments = (name, length, 8, 3, 2, 2, 5, 96)
+    at_once = block_sparse.plan.__wrapped__(*arguments)
+    monkeypatch.setattr(block_sparse, "PLAN_CHUNK_ELEMENTS", 1)  # one query block per pass
+    in_chunks = block_sparse.plan.__wrapped__(*arguments)
+    assert len(list(block_sparse._block_chunks(at_once.blocks, 8))) == at_once.blocks
+    for field in ("sparse_rows", "gathered", "inside", "own", "dense_rows", "dense_pattern"):
+        assert torch.equal(getattr(at_once, field), getattr(in_chunks, field)), field
+    # and both are the pattern: the kept tiles are the whole mask's, cut into blocks
+    whole = torch.zeros(at_once.blocks * 8, at_once.blocks * 8, dtype=torch.bool)
+    whole[:length, :length] = pattern_mask(*arguments)
+    whole.fill_diagonal_(True)
+    rows = (at_once.dense_rows.unsqueeze(1) * 8 + torch.arange(8)).reshape(-1)
+    assert torch.equal(at_once.dense_pattern, whole[rows])
+
+
 def test_a_window_gathers_three_blocks_not_all():
     plan = block_sparse.plan("window", 1024, 64, 0, 0, 8, 0, 1024)
     assert len(plan.dense_rows) == 0 and plan.gathered.shape == (16, 3)

@@ -10,7 +10,7 @@ the pattern's token mask inside the blocks. So the result is exactly the pattern
 
 Cost per head: 4 d (n_sparse b K b + n_global b L) FLOPs against 4 d L^2 dense, O(n_sparse K b d)
 memory for the gathered keys and values. The layout and the gathered masks depend only on the
-pattern and the length, so they are computed once per length (`plan`).
+pattern and the length, so they are computed once per length (`plan`), without the whole (L, L) mask.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from functools import lru_cache
 import torch
 from torch.nn import functional as F
 
-from leanbert.modeling.attention.sparse_patterns import pattern_mask
+from leanbert.modeling.attention.sparse_patterns import pattern_rows
 
 
 @dataclass(frozen=True)
@@ -36,17 +36,50 @@ class BlockPlan:
     dense_pattern: torch.Tensor  # (nd b, nb b) bool
 
 
+# query rows of the pattern built at a time while planning: at most this many pattern bits (and as many int32
+# distances) in memory, instead of the whole (L, L) mask (268 MB at L = 16,384)
+PLAN_CHUNK_ELEMENTS = 1 << 24
+
+
+def _padded_rows(pattern_arguments: tuple, start: int, stop: int, length: int, width: int) -> torch.Tensor:
+    """(stop - start, width) bool: pattern rows start..stop-1 (`pattern_rows`) padded to width = nb b keys, where
+    every query, padding rows included, keeps itself so that no row is empty."""
+    name, block, *rest = pattern_arguments
+    rows = torch.zeros(stop - start, width, dtype=torch.bool)
+    real = min(stop, length)
+    if real > start:
+        rows[: real - start, :length] = pattern_rows(name, start, real, length, block, *rest)
+    position = torch.arange(start, stop)
+    rows[position - start, position] = True
+    return rows
+
+
+def _block_chunks(blocks: int, block: int):
+    """(first, last) query blocks per chunk of rows, each within PLAN_CHUNK_ELEMENTS."""
+    step = max(1, PLAN_CHUNK_ELEMENTS // (block * block * blocks))
+    for first in range(0, blocks, step):
+        yield first, min(blocks, first + step)
+
+
 @lru_cache(maxsize=4)  # each holds its global rows' patterns: (L, L) bits when every row is global (strided)
 def plan(name: str, length: int, block: int, global_tokens: int, random_blocks: int, summary_tokens: int,
          seed: int, max_positions: int) -> BlockPlan:
-    """The blocks a fixed pattern (`sparse_patterns.pattern_mask`, same arguments) keeps at this length."""
-    pattern = pattern_mask(name, length, block, global_tokens, random_blocks, summary_tokens, seed, max_positions)
+    """The blocks a fixed pattern (`sparse_patterns.pattern_rows`, same arguments) keeps at this length.
+
+    Two passes over the pattern's rows, a few query blocks at a time: the layout first, then the kept tiles of
+    the gathering rows and the whole rows of the global ones. Memory: O(nb^2 + nr K b^2 + nd b L) bits.
+    """
+    arguments = (name, block, global_tokens, random_blocks, summary_tokens, seed, max_positions)
     blocks = -(-length // block)
-    padded = torch.zeros(blocks * block, blocks * block, dtype=torch.bool)
-    padded[:length, :length] = pattern
-    padded.fill_diagonal_(True)  # every query keeps itself, padding included, so that no row is empty
-    tiles = padded.view(blocks, block, blocks, block).permute(0, 2, 1, 3)  # (nb, nb, b, b)
-    layout = tiles.any(dim=-1).any(dim=-1)  # (nb, nb)
+    width_all = blocks * block
+
+    def tiles(first: int, last: int) -> torch.Tensor:  # (last - first, nb, b, b)
+        rows = _padded_rows(arguments, first * block, last * block, length, width_all)
+        return rows.view(last - first, block, blocks, block).permute(0, 2, 1, 3)
+
+    layout = torch.zeros(blocks, blocks, dtype=torch.bool)  # (nb, nb): the key blocks each query block keeps
+    for first, last in _block_chunks(blocks, block):
+        layout[first:last] = tiles(first, last).any(dim=-1).any(dim=-1)
     counts = layout.sum(dim=1)
     dense = counts > blocks // 2
     sparse_rows, dense_rows = (~dense).nonzero().squeeze(1), dense.nonzero().squeeze(1)
@@ -56,13 +89,25 @@ def plan(name: str, length: int, block: int, global_tokens: int, random_blocks: 
     for n, row in enumerate(sparse_rows.tolist()):
         kept = layout[row].nonzero().squeeze(1)
         gathered[n, : len(kept)], valid[n, : len(kept)] = kept, True
-    inside = tiles[sparse_rows.unsqueeze(1), gathered] & valid[:, :, None, None]  # (nr, K, b, b)
+
+    inside = torch.zeros(len(sparse_rows), width, block, block, dtype=torch.bool)  # (nr, K, b, b)
+    dense_pattern = torch.zeros(len(dense_rows), block, width_all, dtype=torch.bool)  # (nd, b, nb b)
+    sparse_index, dense_index = torch.full((blocks,), -1), torch.full((blocks,), -1)
+    sparse_index[sparse_rows], dense_index[dense_rows] = torch.arange(len(sparse_rows)), torch.arange(len(dense_rows))
+    for first, last in _block_chunks(blocks, block):
+        chunk = tiles(first, last)
+        for local, row in enumerate(range(first, last)):
+            if sparse_index[row] >= 0:
+                n = int(sparse_index[row])
+                inside[n] = chunk[local, gathered[n]] & valid[n, :, None, None]
+            else:
+                dense_pattern[int(dense_index[row])] = chunk[local].permute(1, 0, 2).reshape(block, width_all)
     inside = inside.permute(0, 2, 1, 3).reshape(len(sparse_rows), block, width * block)
     key_position = (gathered.unsqueeze(-1) * block + torch.arange(block)).reshape(len(sparse_rows), 1, width * block)
     query_position = sparse_rows.view(-1, 1, 1) * block + torch.arange(block).view(1, -1, 1)
     own = (key_position == query_position) & valid.repeat_interleave(block, 1).unsqueeze(1)
-    rows = (dense_rows.unsqueeze(1) * block + torch.arange(block)).reshape(-1)
-    return BlockPlan(block, blocks, sparse_rows, gathered, inside, own, dense_rows, padded[rows])
+    return BlockPlan(block, blocks, sparse_rows, gathered, inside, own, dense_rows,
+                     dense_pattern.view(len(dense_rows) * block, width_all))
 
 
 def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: BlockPlan,

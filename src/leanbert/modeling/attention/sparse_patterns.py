@@ -11,7 +11,8 @@ bidirectional (an encoder sees both sides), with s = `sparse_block_size`:
     logsparse   i == j or |i - j| is a power of 2               Li et al. 2019
     star        |i - j| <= 1 or i == 0 or j == 0                Guo et al. 2019: a ring and one relay token
 
-Every pattern keeps the diagonal. A mask costs O(L^2) bits to build, and is built once per length.
+Every pattern keeps the diagonal. The whole mask costs O(L^2) bits; the block-sparse path asks for
+rows a few query blocks at a time and keeps only what they keep (`block_sparse.plan`).
 BigBird's random blocks come from `sparse_seed` and the query block alone (the same for every layer,
 head and batch length), so that a model computes the same function at every call.
 """
@@ -25,8 +26,10 @@ import torch
 FIXED_PATTERNS = ("window", "longformer", "bigbird", "strided", "fixed", "logsparse", "star")
 
 
-def _bigbird(length: int, block: int, global_tokens: int, random_blocks: int, seed: int,
-            max_positions: int) -> torch.Tensor:
+@lru_cache(maxsize=4)
+def _bigbird_blocks(length: int, block: int, global_tokens: int, random_blocks: int, seed: int,
+                    max_positions: int) -> torch.Tensor:
+    """(nb, nb) bool: the key blocks each query block keeps."""
     blocks = -(-length // block)
     position = torch.arange(blocks, dtype=torch.int32)
     kept = (position.unsqueeze(0) - position.unsqueeze(1)).abs() <= 1  # (nb, nb): the block and its neighbours
@@ -35,7 +38,7 @@ def _bigbird(length: int, block: int, global_tokens: int, random_blocks: int, se
     kept[:, :global_blocks] = True
     for row in range(global_blocks, blocks):
         kept[row, _random_blocks(row, global_blocks, random_blocks, seed, -(-max_positions // block), blocks)] = True
-    return kept.repeat_interleave(block, 0).repeat_interleave(block, 1)[:length, :length]
+    return kept
 
 
 def _random_blocks(row: int, global_blocks: int, count: int, seed: int, candidates: int, blocks: int) -> torch.Tensor:
@@ -56,20 +59,21 @@ def _random_blocks(row: int, global_blocks: int, count: int, seed: int, candidat
     return torch.tensor([block for block in chosen if block < blocks], dtype=torch.long)
 
 
-@lru_cache(maxsize=2)  # an (L, L) mask is 16 MB at L = 4,096; the block plans keep what they need
-def pattern_mask(name: str, length: int, block: int, global_tokens: int, random_blocks: int, summary_tokens: int,
-                 seed: int, max_positions: int) -> torch.Tensor:
-    """(L, L) bool, True = the query (row) may attend to the key (column). Built from int32 positions that
-    broadcast: the largest temporary is one (L, L) int32 tensor of distances."""
+def pattern_rows(name: str, start: int, stop: int, length: int, block: int, global_tokens: int, random_blocks: int,
+                 summary_tokens: int, seed: int, max_positions: int) -> torch.Tensor:
+    """(stop - start, L) bool: the pattern's rows for queries start..stop-1, True = the query may attend to the
+    key (column). Built from int32 positions that broadcast: the largest temporary is one (stop - start, L)
+    int32 tensor of distances, so a caller bounds the memory by the rows it asks for at a time."""
     if name == "bigbird":
-        return _bigbird(length, block, global_tokens, random_blocks, seed, max_positions)
+        kept = _bigbird_blocks(length, block, global_tokens, random_blocks, seed, max_positions)  # (nb, nb)
+        return kept[torch.arange(start, stop) // block].repeat_interleave(block, 1)[:, :length]
     if name not in FIXED_PATTERNS:
         raise ValueError(f"unknown sparse pattern {name!r}; allowed: {list(FIXED_PATTERNS)}")
-    position = torch.arange(length, dtype=torch.int32)
-    i, j = position.unsqueeze(1), position.unsqueeze(0)  # (L, 1), (1, L)
+    i = torch.arange(start, stop, dtype=torch.int32).unsqueeze(1)  # (R, 1)
+    j = torch.arange(length, dtype=torch.int32).unsqueeze(0)  # (1, L)
     if name == "fixed":
         return (i // block == j // block) | (j % block >= block - summary_tokens)
-    distance = (j - i).abs_()  # (L, L) int32
+    distance = (j - i).abs_()  # (R, L) int32
     if name == "window":
         return distance <= block
     if name == "longformer":
@@ -79,3 +83,11 @@ def pattern_mask(name: str, length: int, block: int, global_tokens: int, random_
     if name == "logsparse":
         return (distance & (distance - 1)) == 0  # 0 or a power of two
     return (distance <= 1) | (i == 0) | (j == 0)  # star
+
+
+@lru_cache(maxsize=2)  # an (L, L) mask is 16 MB at L = 4,096; only the plain path and the tests use the whole mask
+def pattern_mask(name: str, length: int, block: int, global_tokens: int, random_blocks: int, summary_tokens: int,
+                 seed: int, max_positions: int) -> torch.Tensor:
+    """(L, L) bool: every row of the pattern (`pattern_rows`)."""
+    return pattern_rows(name, 0, length, length, block, global_tokens, random_blocks, summary_tokens, seed,
+                        max_positions)
