@@ -14,11 +14,12 @@ from leanbert.search.extract import COSTS_FILE, PROXY_RESULT, RESULT_FILE, run_s
 from leanbert.train.recipe import RecipeError, load_recipe
 from tiny_run import save_tiny_teacher, write_recipe
 
-SPACE = {"num_hidden_layers": [1, 2], "hidden_size": [32, 48], "num_attention_heads": [2, 5]}
+SPACE = {"num_hidden_layers": [1, 2], "hidden_size": [32, 48], "num_attention_heads": [2, 3]}  # 32 / 3 refused
 
 
 def _recipe(tmp_path: Path, **search):
     return write_recipe(tmp_path, name="search.yaml",
+                        data={"tokenizer": None},  # the data root's: a resume must name the same root
                         training={"max_steps": 6, "save_steps": 3, "logging_steps": 3},
                         search={"space": SPACE, "speed_repeats": 2, **search})
 
@@ -33,8 +34,9 @@ def finished(tmp_path_factory):
 def test_every_valid_candidate_is_costed_trained_and_reported(finished):
     recipe, result, out = finished
     names = [r["name"] for r in result["candidates"]]
-    assert names == ["L1-A2-H32", "L1-A2-H48", "L2-A2-H32", "L2-A2-H48"]  # the space's order: layers, hidden, heads
-    assert [r["name"] for r in result["refused"]] == ["L1-A5-H32", "L1-A5-H48", "L2-A5-H32", "L2-A5-H48"]
+    # the space's order: layers, hidden, heads
+    assert names == ["L1-A2-H32", "L1-A2-H48", "L1-A3-H48", "L2-A2-H32", "L2-A2-H48", "L2-A3-H48"]
+    assert [r["name"] for r in result["refused"]] == ["L1-A3-H32", "L2-A3-H32"]
     assert result["refused"][0]["reason"].startswith("LeanBertConfig.hidden_size=32 is not divisible")
     assert json.loads((out / RESULT_FILE).read_text()) == json.loads(json.dumps(result))
     assert (out / "search.md").is_file() and (out / "pareto.png").stat().st_size > 1000
@@ -81,13 +83,16 @@ def test_an_interrupted_search_resumes_to_the_same_result(finished, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     (copy / RESULT_FILE).unlink()
-    # one candidate killed after its first checkpoint, one never started (nor timed)
+    # one candidate killed after its first checkpoint, one never started (nor timed), one stopped after its
+    # run but before its result was noted
     killed = copy / "candidates" / "L1-A2-H48"
     for name in (PROXY_RESULT, "metrics.json"):
         (killed / name).unlink()
     for name in ("final", "checkpoint-6"):
         shutil.rmtree(killed / name)
-    (copy / "candidates" / "L1-A2-H32" / PROXY_RESULT).unlink()  # stopped after its run, before noting it
+    noted_late = copy / "candidates" / "L1-A2-H32"
+    (noted_late / PROXY_RESULT).unlink()
+    late_metrics = (noted_late / "metrics.json").stat().st_mtime_ns
     shutil.rmtree(copy / "candidates" / "L2-A2-H48")
     costs = json.loads((copy / COSTS_FILE).read_text())
     del costs["candidates"]["L2-A2-H48"]
@@ -100,31 +105,78 @@ def test_an_interrupted_search_resumes_to_the_same_result(finished, tmp_path):
     for name in want:
         assert got[name] == pytest.approx(want[name], abs=1e-6), name
     assert resumed["reference"] == result["reference"]
+    # the killed run went on from its checkpoint; the finished one was read back, not trained again
+    assert json.loads((killed / "metrics.json").read_text())["train_loss_first_step"] == 4
+    assert (noted_late / "metrics.json").stat().st_mtime_ns == late_metrics
+    # measured costs are kept as they were
+    kept = json.loads((copy / COSTS_FILE).read_text())["candidates"]
+    assert {name: kept[name] for name in costs["candidates"]} == costs["candidates"]
 
 
-def test_an_existing_search_needs_resume_and_the_same_recipe(finished, tmp_path):
-    recipe, _, out = finished
+def _no_training(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a proxy run was started")
+
+    monkeypatch.setattr("leanbert.train.pretrain.run_pretraining", refuse)
+
+
+def test_new_choice_knobs_only_resummarise_and_other_changes_are_refused(finished, tmp_path, monkeypatch):
+    recipe, result, out = finished
     with pytest.raises(ValueError, match="already holds a search; pass --resume"):
         run_search(recipe)
-    changed = load_recipe(recipe.path, ["search.error_tolerance=0.5"], kind="search")
-    with pytest.raises(ValueError, match="differs from the recipe this search started with"):
-        run_search(changed, resume=True)
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    _no_training(monkeypatch)
+    wide = load_recipe(recipe.path, ["search.error_tolerance=0.5", "search.params_weight=0"], kind="search")
+    again = run_search(wide, output_dir=str(copy), resume=True)
+    assert again["error_tolerance"] == 0.5 and all(r["eligible"] for r in again["candidates"])
+    assert [r["eval_loss"] for r in again["candidates"]] == [r["eval_loss"] for r in result["candidates"]]
+    assert "error_tolerance: 0.5" in (copy / "search_recipe.yaml").read_text()
+    changed = load_recipe(recipe.path, ["training.max_steps=7"], kind="search")
+    with pytest.raises(ValueError, match="differs from the recipe this search started with .* beyond the choice"):
+        run_search(changed, output_dir=str(copy), resume=True)
+    with pytest.raises(ValueError, match="read its data from .*/shared/data, not .*give the same --data-dir"):
+        run_search(recipe, output_dir=str(copy), resume=True, data_dir=str(tmp_path))
     with pytest.raises(ValueError, match="holds no search"):
         run_search(recipe, output_dir=str(tmp_path / "empty"), resume=True)
 
 
-def test_nothing_is_written_when_no_candidate_is_valid_or_no_loss_is_held_out(tmp_path):
-    recipe = load_recipe(_recipe(tmp_path, space={"hidden_size": [30], "num_attention_heads": [4]}), kind="search")
-    with pytest.raises(RecipeError, match="search.space gives no valid architecture .A4-H30: LeanBertConfig"):
+@pytest.mark.parametrize("overrides, message", [
+    (["data.validation_fraction=0"], "needs data.validation_fraction > 0"),
+    (["search.speed_length=1024"], "search.speed_length=1024 exceeds max_position_embeddings=512 of candidate "
+                                   "L1-A2-H32"),
+    (["search.space={hidden_size: [30], num_attention_heads: [4]}"],
+     r"search.space gives no valid architecture \(A4-H30: LeanBertConfig"),
+    (["search.space={num_hidden_layers: [1], ffn_type: [dense, fast]}"],
+     "'search.space.ffn_type' value 'fast' is refused in every combination: LeanBertConfig.ffn_type='fast'"),
+    (["search.space={num_hidden_layers: [1, 2.0]}"], "'search.space.num_hidden_layers' value 2.0 is refused"),
+    (["search.space={num_hidden_layers: [1], vocab_size: [30522, 8000]}"],
+     "candidate L1-vocab_size=8000: .*tokenizer"),
+    (["data.corpus=/no/such/corpus.txt"], "candidate L1-A2-H32: .*/no/such/corpus.txt"),
+    (["training.lr_scheduler_type=linearr"], "candidate L1-A2-H32: .*training: .*linearr"),
+    (["search.error_tolerance=.nan"], "'search.error_tolerance'=nan; allowed: a finite number >= 0"),
+])
+def test_bad_input_is_refused_before_anything_is_written(tmp_path, overrides, message):
+    with pytest.raises(RecipeError, match=message):
+        recipe = load_recipe(_recipe(tmp_path), overrides, kind="search")
         run_search(recipe)
-    recipe = load_recipe(_recipe(tmp_path), ["data.validation_fraction=0"], kind="search")
-    with pytest.raises(RecipeError, match="needs data.validation_fraction > 0"):
-        run_search(recipe)
-    recipe = load_recipe(_recipe(tmp_path, speed_length=1024), kind="search")
-    with pytest.raises(RecipeError, match="search.speed_length=1024 exceeds max_position_embeddings=512 of "
-                                          "candidate L1-A2-H32"):
-        run_search(recipe)
-    assert not Path(recipe.output_dir).exists()
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_search_whose_every_run_diverges_reports_it(tmp_path, capsys):
+    path = _recipe(tmp_path, space={"num_hidden_layers": [1, 2]})
+    assert main(["search", str(path), "--set", "training.learning_rate=1e9"]) == 0
+    assert "every proxy run diverged" in capsys.readouterr().out
+    out = tmp_path / "run"
+
+    def strict(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    result = json.loads((out / RESULT_FILE).read_text(), parse_constant=strict)
+    assert result["chosen"] is None
+    assert all(r["status"] == "diverged" and r["eval_loss"] is None for r in result["candidates"])
+    assert "every proxy run diverged" in (out / "search.md").read_text()
+    assert (out / "pareto.png").is_file()
 
 
 def test_the_command_line_reports_bad_input_with_exit_code_2(tmp_path, capsys):

@@ -7,20 +7,39 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
-from leanbert.search.frontier import choose, dominates, pareto_front, relative_cost
+from leanbert.search.frontier import choose, pareto_front, relative_cost
 
 costs3 = st.tuples(*[st.integers(0, 4).map(float)] * 3)  # small integers: ties are common
+
+
+def _beats(q, p) -> bool:  # the test's own oracle: q is nowhere worse than p, and is not p
+    return all(a <= b for a, b in zip(q, p)) and q != p
 
 
 @given(st.lists(costs3, min_size=1, max_size=12))
 def test_the_front_is_exactly_the_undominated_points(points):
     front = pareto_front(points)
     for i, p in enumerate(points):
-        assert front[i] == (not any(dominates(q, p) for j, q in enumerate(points) if j != i))
+        assert front[i] == (not any(_beats(q, p) for q in points))
     # every point off the front is dominated by one on it
     for i, p in enumerate(points):
         if not front[i]:
-            assert any(front[j] and dominates(points[j], p) for j in range(len(points)))
+            assert any(front[j] and _beats(points[j], p) for j in range(len(points)))
+
+
+def test_ties_by_hand():
+    assert pareto_front([(1.0, 1.0, 1.0), (1.0, 1.0, 2.0)]) == [True, False]  # worse only in error
+    assert pareto_front([(1.0, 1.0, 1.0), (1.0, 1.0, 1.0)]) == [True, True]  # equal points: neither dominates
+    assert pareto_front([(1.0, 2.0, 1.0), (2.0, 1.0, 1.0)]) == [True, True]
+
+
+@given(st.lists(st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3)), min_size=1, max_size=10),
+       st.sampled_from([(1.0, 1.0), (0.0, 1.0), (1.0, 0.0), (0.0, 0.0)]), st.sampled_from([0.0, 0.5]))
+def test_the_choice_is_on_the_front_whatever_the_weights(points, weights, tolerance):
+    costs = [relative_cost(p / 3, t / 3, *weights) for p, t, _ in points]
+    errors = [float(e) for _, _, e in points]
+    front = pareto_front([(float(p), float(t), float(e)) for p, t, e in points])
+    assert front[choose(costs, errors, tolerance, front)]
 
 
 def test_a_diverged_candidate_is_on_no_front_and_dominates_nothing():
@@ -44,6 +63,8 @@ def test_the_choice_examples():
     assert choose([1.0, 0.3], [math.nan, 2.10], 0.0) == 1  # a diverged run is never chosen
     assert choose([1.0], [math.inf], 0.0) is None
     assert choose([0.5, 0.5], [2.05, 2.0], 0.1) == 1  # equal cost: the lower error
+    # a zero size weight makes two equal costs: the front picks the smaller model
+    assert choose([1.0, 1.0], [2.0, 2.0], 0.0, front=[False, True]) == 1
 
 
 def test_relative_cost_is_one_at_the_reference_and_weighs_each_ratio():

@@ -46,7 +46,7 @@ def test_a_search_recipe_is_read_with_its_section(tmp_path):
     ({"space": {"hidden_size": 64}}, "'search.space'"),
     ({"space": {"hidden_size": [64, 64]}}, "'search.space.hidden_size' lists a value twice"),
     ({"space": {}}, "'search.space' is required"),
-    ({"space": {"hidden_size": [64]}, "error_tolerance": -0.1}, "'search.error_tolerance'=-0.1; allowed: >= 0"),
+    ({"space": {"hidden_size": [64]}, "error_tolerance": -0.1}, "'search.error_tolerance'=-0.1; allowed: a finite number >= 0"),
     ({"space": {"hidden_size": [64]}, "speed_repeats": 0}, "'search.speed_repeats'=0; allowed: >= 1"),
     ({"space": {"hidden_size": [64]}, "spead_repeats": 3}, "unknown key 'search.spead_repeats'; did you mean"),
 ])

@@ -33,4 +33,8 @@ def _search(args: argparse.Namespace) -> None:
     recipe = load_recipe(args.recipe, args.overrides, kind="search")
     result = run_search(recipe, data_dir=args.data_dir, output_dir=args.output_dir, resume=args.resume)
     out = args.output_dir or recipe.output_dir
-    print(f"chosen: {result['chosen']} (T = {result['reference']}); report: {out}/{REPORT_FILE}")
+    if result["chosen"] is None:
+        print("every proxy run diverged: no architecture chosen (lower training.learning_rate); "
+              f"report: {out}/{REPORT_FILE}")
+    else:
+        print(f"chosen: {result['chosen']} (T = {result['reference']}); report: {out}/{REPORT_FILE}")

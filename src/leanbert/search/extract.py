@@ -14,9 +14,11 @@ error being estimated by short proxy trainings. Its search code was never releas
 4. The Pareto front over (p, i, e) and the choice (`frontier`), written to `search.json`, `search.md` and
    `pareto.png` (`search.report`).
 
-`--resume` continues an interrupted search: measured costs are kept, finished proxy runs are read back,
-and an interrupted one resumes from its last checkpoint (exactly, as `leanbert pretrain --resume` does),
-so the result is the one an uninterrupted search gives, up to the timing noise of costs not yet measured.
+Everything a proxy run would refuse (corpus, tokenizer, training arguments, teacher) is checked for every
+candidate before anything is written. `--resume` continues an interrupted search (`run_folder`): measured
+costs are kept, finished proxy runs are read back, and an interrupted one resumes from its last checkpoint
+(exactly, as `leanbert pretrain --resume` does), so the result is the one an uninterrupted search gives, up
+to the timing noise of costs not yet measured. Resuming with other choice knobs only re-summarises.
 
 Cost: |Ξ| proxy runs of `training.max_steps` steps each, plus 2 x speed_repeats forwards per candidate.
 The search runs in one process; each proxy run uses every core the Trainer is given.
@@ -31,17 +33,12 @@ import os
 import sys
 from pathlib import Path
 
-from leanbert.atomic_io import atomic_write_json, atomic_write_text
+from leanbert.search import run_folder
 from leanbert.search.costs import parameter_counts, time_against_reference
 from leanbert.search.frontier import choose, pareto_front, relative_cost
+from leanbert.search.run_folder import CANDIDATES_DIR, COSTS_FILE, PROXY_RESULT, RESULT_FILE
 from leanbert.search.space import Candidate, enumerate_candidates
-from leanbert.train.recipe import Recipe, RecipeError, build_model_config, dump_recipe, validate_recipe
-
-SEARCH_RECIPE = "search_recipe.yaml"
-COSTS_FILE = "costs.json"
-RESULT_FILE = "search.json"
-CANDIDATES_DIR = "candidates"
-PROXY_RESULT = "proxy_result.json"  # in a candidate's folder, once its proxy run has ended
+from leanbert.train.recipe import Recipe, RecipeError, build_model_config, validate_recipe
 
 
 def _with_fields(model: dict, fields: dict) -> dict:
@@ -66,8 +63,12 @@ def folder_name(candidate: Candidate) -> str:
     return candidate.name.replace(os.sep, "_")
 
 
-def plan_search(recipe: Recipe, out: Path, resume: bool) -> tuple[list[Candidate], list[dict]]:
-    """Checks with no side effect: the recipe, the output folder, and Ξ (at least one valid candidate)."""
+def plan_search(recipe: Recipe, out: Path, resume: bool, data_dir: str | None = None):
+    """Every check, with no side effect: the recipe, Ξ, the output folder, and each candidate's proxy run.
+
+    Returns (candidates, refused combinations, the inputs to record)."""
+    from leanbert.local_data import find_data_root
+
     if recipe.search is None:
         raise RecipeError(f"{recipe.path}: not a search recipe (no 'search' section)")
     if recipe.data.validation_fraction <= 0:
@@ -80,27 +81,63 @@ def plan_search(recipe: Recipe, out: Path, resume: bool) -> tuple[list[Candidate
         recipe.search.space, lambda fields: candidate_config(recipe, Candidate("", fields)))
     prefix = f"{recipe.path}: model: "  # build_model_config's, the same for every refusal
     refused = [{**r, "reason": r["reason"].removeprefix(prefix)} for r in refused]
+    _check_every_value_is_used(recipe, candidates, refused)
+    inputs = run_folder.shared_inputs(recipe, find_data_root(data_dir))
+    run_folder.check_folder(out, inputs, resume, recipe.path)
+    length = recipe.search.speed_length or recipe.data.block_size
+    for candidate in candidates:
+        positions = candidate_config(recipe, candidate).max_position_embeddings
+        if length > positions:
+            raise RecipeError(f"{recipe.path}: search.speed_length={length} exceeds max_position_embeddings="
+                              f"{positions} of candidate {candidate.name}")
+    _check_proxy_runs(recipe, candidates, out, data_dir)
+    return candidates, refused, inputs
+
+
+def _check_every_value_is_used(recipe: Recipe, candidates: list[Candidate], refused: list[dict]) -> None:
+    """A value refused in every combination is a mistake in the recipe (`ffn_type: fast`), not a combination."""
     if not candidates:
         reasons = "; ".join(f"{r['name']}: {r['reason']}" for r in refused[:3])
         raise RecipeError(f"{recipe.path}: search.space gives no valid architecture ({reasons})")
-    recorded = out / SEARCH_RECIPE
-    if recorded.is_file() and not resume:
-        raise ValueError(f"{out} already holds a search; pass --resume to continue it or choose another --output-dir")
-    if resume:
-        if not recorded.is_file():
-            raise ValueError(f"--resume: {out} holds no search ({SEARCH_RECIPE} is missing); start without --resume")
-        if recorded.read_text(encoding="utf-8") != dump_recipe(recipe):
-            raise ValueError(f"--resume: {recipe.path} differs from the recipe this search started with ({recorded}); "
-                             "a search's candidates must share one recipe: choose another --output-dir")
-    length = recipe.search.speed_length or recipe.data.block_size
-    for candidate in candidates:  # each proxy run's recipe, and its lengths, must be valid before anything runs
-        candidate_recipe(recipe, candidate, out)
-        positions = candidate_config(recipe, candidate).max_position_embeddings
-        for key, value in (("data.block_size", recipe.data.block_size), ("search.speed_length", length)):
-            if value > positions:
-                raise RecipeError(f"{recipe.path}: {key}={value} exceeds max_position_embeddings={positions} "
-                                  f"of candidate {candidate.name}")
-    return candidates, refused
+    for key, values in recipe.search.space.items():
+        for value in values:
+            if not any(repr(c.overrides[key]) == repr(value) for c in candidates):
+                reason = next(r["reason"] for r in refused if repr(r["fields"][key]) == repr(value))
+                raise RecipeError(f"{recipe.path}: 'search.space.{key}' value {value!r} is refused in every "
+                                  f"combination: {reason}")
+
+
+def _check_proxy_runs(recipe: Recipe, candidates: list[Candidate], out: Path, data_dir: str | None) -> None:
+    """What each proxy run would check before training (`pretrain.plan_run`, the teacher), for every candidate
+    still to train; and the data they share, prepared once (`load_blocks`: cached by `datasets` for the runs)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from leanbert.train.pretrain import load_blocks, plan_run
+
+    teacher, blocks_ready = None, False
+    for candidate in candidates:
+        run = candidate_recipe(recipe, candidate, out)
+        folder = Path(run.output_dir)
+        if (folder / PROXY_RESULT).is_file() or _finished(folder):
+            continue
+        resume = folder.is_dir() and get_last_checkpoint(str(folder)) is not None
+        try:
+            plan = plan_run(run, data_dir=data_dir, resume=resume)
+            if recipe.distill is not None:
+                from leanbert.train.distill import check_teacher_fits, load_teacher
+
+                teacher = teacher or load_teacher(recipe.distill.teacher, recipe.distill.mode, str(recipe.path))
+                check_teacher_fits(*teacher, plan.tokenizer, plan.config, run)
+            if not blocks_ready:
+                load_blocks(plan)
+                blocks_ready = True
+        except (ValueError, OSError) as err:
+            raise RecipeError(f"candidate {candidate.name}: {err}") from None
+
+
+def _finished(folder: Path) -> bool:
+    """A proxy run that ended but was stopped before its result was noted."""
+    return (folder / "metrics.json").is_file() and (folder / "final").is_dir()
 
 
 def reference_of(recipe: Recipe, candidates: list[Candidate]) -> tuple[Candidate, dict[str, dict]]:
@@ -133,7 +170,7 @@ def measure_costs(recipe: Recipe, candidates: list[Candidate], out: Path) -> dic
         if candidate == reference:
             timing["time_ratio"] = 1.0  # by definition; two copies of T differ only by the timing noise
         rows[candidate.name] = {**counts[candidate.name], **timing}
-        atomic_write_json(path, costs)
+        run_folder.write_json(path, costs)
     return costs
 
 
@@ -141,30 +178,29 @@ def proxy_error(recipe: Recipe, candidate: Candidate, out: Path, data_dir: str |
     """Run (or resume, or read back) the candidate's proxy training; its held-out loss is e."""
     import json
 
+    from transformers.trainer_utils import get_last_checkpoint
+
     from leanbert.train.nan_guard import NonFiniteLossError
 
     run = candidate_recipe(recipe, candidate, out)
     folder = Path(run.output_dir)
     done = folder / PROXY_RESULT
     if done.is_file():
-        return json.loads(done.read_text(encoding="utf-8"))
-    finished = folder / "metrics.json"
-    if finished.is_file() and (folder / "final").is_dir():  # stopped after the run, before its result was noted
-        result = _proxy_result(json.loads(finished.read_text(encoding="utf-8")))
-        atomic_write_json(done, result)
-        return result
-    if recipe.distill is not None:
-        from leanbert.train.distill import run_distillation as train
+        return run_folder.read_json(done)
+    if _finished(folder):
+        result = _proxy_result(json.loads((folder / "metrics.json").read_text(encoding="utf-8")))
     else:
-        from leanbert.train.pretrain import run_pretraining as train
-    from transformers.trainer_utils import get_last_checkpoint
-
-    resume = folder.is_dir() and get_last_checkpoint(str(folder)) is not None
-    try:
-        result = _proxy_result(train(run, data_dir=data_dir, resume=resume))
-    except NonFiniteLossError as err:  # a diverged candidate is a result, not a failed search
-        result = {"status": "diverged", "eval_loss": math.nan, "eval_perplexity": math.nan, "message": str(err)}
-    atomic_write_json(done, result)
+        if recipe.distill is not None:
+            from leanbert.train.distill import run_distillation as train
+        else:
+            from leanbert.train.pretrain import run_pretraining as train
+        resume = folder.is_dir() and get_last_checkpoint(str(folder)) is not None
+        try:
+            result = _proxy_result(train(run, data_dir=data_dir, resume=resume))
+        except NonFiniteLossError as err:  # a diverged candidate is a result, not a failed search
+            result = {"status": "diverged", "eval_loss": math.nan, "eval_perplexity": math.nan,
+                      "message": str(err).split("; ")[0]}
+    run_folder.write_json(done, result)
     return result
 
 
@@ -177,20 +213,19 @@ def _proxy_result(metrics: dict) -> dict:
 
 def run_search(recipe: Recipe, *, data_dir: str | None = None, output_dir: str | None = None,
                resume: bool = False) -> dict:
-    """Search the recipe's space; returns the result written to `search.json`."""
+    """Search the recipe's space; returns the result written to `search.json` (null for a diverged loss)."""
     from leanbert.search.report import write_report
 
     out = Path(output_dir or recipe.output_dir)
-    candidates, refused = plan_search(recipe, out, resume)
-    if not resume:
-        atomic_write_text(out / SEARCH_RECIPE, dump_recipe(recipe))
+    candidates, refused, inputs = plan_search(recipe, out, resume, data_dir)
+    run_folder.record_inputs(out, inputs, recipe)
     costs = measure_costs(recipe, candidates, out)
     errors = {}
     for index, candidate in enumerate(candidates, 1):
         print(f"[search] proxy run {index}/{len(candidates)}: {candidate.name}", file=sys.stderr)
         errors[candidate.name] = proxy_error(recipe, candidate, out, data_dir)
-    result = summarise(recipe, candidates, refused, costs, errors, out)
-    atomic_write_json(out / RESULT_FILE, result)
+    result = run_folder.json_safe(summarise(recipe, candidates, refused, costs, errors, out))
+    run_folder.write_json(out / RESULT_FILE, result)
     write_report(result, out)
     return result
 
@@ -220,7 +255,7 @@ def summarise(recipe: Recipe, candidates: list[Candidate], refused: list[dict], 
             "run": str(out / CANDIDATES_DIR / folder_name(candidate)),
         })
     front = pareto_front([(r["params"], r["time_ratio"], r["eval_loss"]) for r in rows])
-    chosen = choose([r["cost"] for r in rows], [r["eval_loss"] for r in rows], section.error_tolerance)
+    chosen = choose([r["cost"] for r in rows], [r["eval_loss"] for r in rows], section.error_tolerance, front)
     finite = [r["eval_loss"] for r in rows if math.isfinite(r["eval_loss"])]
     limit = (1 + section.error_tolerance) * min(finite) if finite else math.nan
     for row, on_front in zip(rows, front):

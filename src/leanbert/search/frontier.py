@@ -34,14 +34,20 @@ def pareto_front(points: Sequence[Sequence[float]]) -> list[bool]:
             for i, (p, ok) in enumerate(zip(points, finite))]
 
 
-def choose(costs: Sequence[float], errors: Sequence[float], tolerance: float) -> int | None:
-    """Index of the least-cost candidate whose error is within `tolerance` of the lowest; None if no error
-    is finite."""
+def choose(costs: Sequence[float], errors: Sequence[float], tolerance: float,
+           front: Sequence[bool] | None = None) -> int | None:
+    """Index of the least-cost candidate whose error is within `tolerance` of the lowest, among those on the
+    `front` when it is given; None if no error is finite.
+
+    With both weights > 0 the least-cost eligible candidate is on the front anyway (a candidate dominating it
+    would cost less, or the same with a lower error); a zero weight makes equal-cost candidates that only
+    the front tells apart, so the caller passes it."""
     finite = [i for i, e in enumerate(errors) if math.isfinite(e)]
     if not finite:
         return None
     limit = (1.0 + tolerance) * min(errors[i] for i in finite)
-    eligible = [i for i in finite if errors[i] <= limit]
+    # the lowest error is on the front: whatever dominates a point has an error at most its own
+    eligible = [i for i in finite if errors[i] <= limit and (front is None or front[i])]
     return min(eligible, key=lambda i: (costs[i], errors[i]))
 
 

@@ -16,8 +16,12 @@ REPORT_FILE = "search.md"
 PLOT_FILE = "pareto.png"
 
 
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)  # search.json holds null for a diverged run's loss
+
+
 def markdown(result: dict) -> str:
-    rows = sorted(result["candidates"], key=lambda r: (not math.isfinite(r["eval_loss"]), r["eval_loss"]))
+    rows = sorted(result["candidates"], key=lambda r: (0, r["eval_loss"]) if _finite(r["eval_loss"]) else (1, 0))
     lines = [
         "# leanbert search: optimal subarchitecture extraction",
         "",
@@ -26,15 +30,16 @@ def markdown(result: dict) -> str:
         f"- inference time measured on batches of {result['speed_batch'][0]} x {result['speed_batch'][1]} tokens, "
         "in turns with T",
         f"- choice: least (p/p_T)^{result['params_weight']:g} (i/i_T)^{result['time_weight']:g} among candidates "
-        f"whose loss is within {result['error_tolerance']:.0%} of the best",
-        f"- chosen: **{result['chosen']}**" + (f" (`{_run_of(result)}/final`)" if result["chosen"] else ""),
+        f"whose loss is within {100 * result['error_tolerance']:g}% of the best",
+        (f"- chosen: **{result['chosen']}** (`{_run_of(result)}/final`)" if result["chosen"]
+         else "- chosen: none: every proxy run diverged (lower training.learning_rate)"),
         "",
         "| candidate | params | non-embedding | p / p_T | i / i_T | held-out loss | perplexity | cost | front | chosen |",
         "|---|---:|---:|---:|---:|---:|---:|---:|:-:|:-:|",
     ]
     for r in rows:
-        loss = f"{r['eval_loss']:.4f}" if math.isfinite(r["eval_loss"]) else r["status"]
-        ppl = f"{r['eval_perplexity']:.1f}" if math.isfinite(r["eval_perplexity"]) else "-"
+        loss = f"{r['eval_loss']:.4f}" if _finite(r["eval_loss"]) else r["status"]
+        ppl = f"{r['eval_perplexity']:.1f}" if _finite(r["eval_perplexity"]) else "-"
         lines.append(f"| {r['name']} | {r['params']:,} | {r['non_embedding_params']:,} | {r['params_ratio']:.3f} | "
                      f"{r['time_ratio']:.3f} | {loss} | {ppl} | {r['cost']:.4f} | {'●' if r['on_front'] else ''} | "
                      f"{'✓' if r['name'] == result['chosen'] else ''} |")
@@ -54,8 +59,10 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in result["candidates"] if math.isfinite(r["eval_loss"])]
+    rows = [r for r in result["candidates"] if _finite(r["eval_loss"])]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    if not rows:
+        fig.text(0.5, 0.5, "every proxy run diverged: no loss to plot", ha="center")
     for ax, key, label in ((axes[0], "params", "parameters"), (axes[1], "time_ratio", "inference time / T's")):
         for on_front in (False, True):
             points = [r for r in rows if r["on_front"] == on_front]
@@ -68,9 +75,10 @@ def plot(result: dict, path: Path) -> None:
                 ax.annotate(r["name"], (r[key], r["eval_loss"]), textcoords="offset points", xytext=(8, -12), color="C3")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-    axes[0].set_xscale("log")
+    if rows:
+        axes[0].set_xscale("log")
+        axes[0].legend(loc="best", fontsize=8)
     axes[0].set_ylabel("held-out MLM loss after the proxy run")
-    axes[0].legend(loc="best", fontsize=8)
     fig.suptitle(f"leanbert search (T = {result['reference']}; chosen: {result['chosen']})")
     fig.tight_layout()
     with atomic_file(path) as tmp:
@@ -79,5 +87,5 @@ def plot(result: dict, path: Path) -> None:
 
 
 def write_report(result: dict, out: Path) -> None:
+    atomic_write_text(out / REPORT_FILE, markdown(result))  # first: the table does not wait on the plot
     plot(result, out / PLOT_FILE)
-    atomic_write_text(out / REPORT_FILE, markdown(result))

@@ -19,6 +19,7 @@ LeanBertConfig's reason, in the search's report. Cost: |Ξ| = Π |axis| config v
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,9 @@ AXIS_LABELS = {"num_hidden_layers": "L", "num_attention_heads": "A", "hidden_siz
 class SearchSection:
     """The `search:` section of a search recipe (`leanbert search RECIPE.yaml`).
 
-    space: LeanBertConfig field -> the values to try (a non-empty list); Ξ is their product.
+    space: LeanBertConfig field -> the values to try (a non-empty list); Ξ is their product. An axis a
+        component ignores (intermediate_size when ffn_type is "fff") gives candidates that are the same
+        model under two names: keep such axes apart, in searches of their own.
     error_tolerance: a candidate is eligible when its proxy error e <= (1 + tolerance) * the lowest e.
     params_weight, time_weight: exponents of the cost the choice minimises among eligible candidates,
         (p / p_T)^params_weight * (i / i_T)^time_weight, with T the largest candidate (see `frontier`).
@@ -73,11 +76,10 @@ def check_search_section(section: SearchSection, path: Path) -> None:
             raise RecipeError(f"{path}: 'search.space.{key}'={values!r}; allowed: a non-empty list of values")
         if len(set(map(repr, values))) != len(values):
             raise RecipeError(f"{path}: 'search.space.{key}' lists a value twice: {values}")
-    if section.error_tolerance < 0:
-        raise RecipeError(f"{path}: 'search.error_tolerance'={section.error_tolerance}; allowed: >= 0")
-    for key in ("params_weight", "time_weight"):
-        if getattr(section, key) < 0:
-            raise RecipeError(f"{path}: 'search.{key}'={getattr(section, key)}; allowed: >= 0")
+    for key in ("error_tolerance", "params_weight", "time_weight"):
+        value = getattr(section, key)
+        if not (0 <= value < math.inf):
+            raise RecipeError(f"{path}: 'search.{key}'={value}; allowed: a finite number >= 0")
     for key in ("speed_batch_size", "speed_repeats"):
         if getattr(section, key) < 1:
             raise RecipeError(f"{path}: 'search.{key}'={getattr(section, key)}; allowed: >= 1")
@@ -104,7 +106,7 @@ def enumerate_candidates(space: dict[str, list], build_config) -> tuple[list[Can
         try:
             build_config(overrides)
         except (ValueError, TypeError) as err:
-            refused.append({"name": name, "reason": str(err)})
+            refused.append({"name": name, "fields": overrides, "reason": str(err)})
             continue
         candidates.append(Candidate(name, overrides))
     return candidates, refused
