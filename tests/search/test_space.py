@@ -23,6 +23,14 @@ def test_the_product_of_the_axes_minus_what_the_config_refuses():
     assert candidates[0].overrides == {"hidden_size": 48, "num_attention_heads": 4, "num_hidden_layers": 1}
 
 
+def test_an_axis_of_one_value_is_left_out_of_the_names():
+    candidates, _ = enumerate_candidates({"num_hidden_layers": [1, 2], "ffn_type": ["fff"], "fff_depth": [3]}, _build)
+    assert [c.name for c in candidates] == ["L1", "L2"]
+    assert candidates[0].overrides == {"num_hidden_layers": 1, "ffn_type": "fff", "fff_depth": 3}
+    candidates, _ = enumerate_candidates({"num_hidden_layers": [2]}, _build)
+    assert [c.name for c in candidates] == ["L2"]
+
+
 def test_names_put_borts_axes_first_and_any_other_field_after():
     assert candidate_name({"intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 8,
                            "hidden_size": 1024}) == "L4-A8-H1024-I768"

@@ -99,10 +99,11 @@ def enumerate_candidates(space: dict[str, list], build_config) -> tuple[list[Can
     build_config(overrides) -> LeanBertConfig raises ValueError for a combination the config refuses.
     """
     keys = list(space)
+    named = [key for key in keys if len(space[key]) > 1] or keys  # an axis of one value names no candidate apart
     candidates, refused = [], []
     for values in itertools.product(*(space[key] for key in keys)):
         overrides = dict(zip(keys, values))
-        name = candidate_name(overrides)
+        name = candidate_name({key: overrides[key] for key in named})
         try:
             build_config(overrides)
         except (ValueError, TypeError) as err:
