@@ -151,7 +151,7 @@ def test_new_choice_knobs_only_resummarise_and_other_changes_are_refused(finishe
      "'search.space.ffn_type' value 'fast' is refused in every combination: LeanBertConfig.ffn_type='fast'"),
     (["search.space={num_hidden_layers: [1, 2.0]}"], "'search.space.num_hidden_layers' value 2.0 is refused"),
     (["search.space={num_hidden_layers: [1], vocab_size: [30522, 8000]}"],
-     "candidate L1-vocab_size=8000: .*tokenizer"),
+     "candidate vocab_size=8000: .*tokenizer"),
     (["data.corpus=/no/such/corpus.txt"], "candidate L1-A2-H32: .*/no/such/corpus.txt"),
     (["training.lr_scheduler_type=linearr"], "candidate L1-A2-H32: .*training: .*linearr"),
     (["search.error_tolerance=.nan"], "'search.error_tolerance'=nan; allowed: a finite number >= 0"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from leanbert.config import LeanBertConfig
@@ -70,3 +72,14 @@ def test_the_search_section_belongs_to_search_recipes_only(tmp_path):
         load_recipe(_search_recipe(tmp_path), kind="pretrain")
     with pytest.raises(RecipeError, match="a search recipe needs a 'search' section"):
         load_recipe(write_recipe(tmp_path, name="plain.yaml"), kind="search")
+
+
+def test_the_shipped_search_recipe_spans_borts_four_axes():
+    from leanbert.search.extract import candidate_config
+    from leanbert.search.space import Candidate
+
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "bort-search.yaml", kind="search")
+    candidates, refused = enumerate_candidates(recipe.search.space,
+                                               lambda fields: candidate_config(recipe, Candidate("", fields)))
+    assert len(candidates) == 16 and not refused
+    assert candidates[0].name == "L2-A4-H128-I256" and candidates[-1].name == "L4-A8-H256-I1024"

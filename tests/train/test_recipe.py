@@ -32,14 +32,15 @@ def _minimal(**extra) -> dict:
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_recipes_validate_and_say_where_numbers_come_from(path):
     tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    recipe = load_recipe(path, kind="distill" if "distill" in tree else "pretrain")
+    recipe = load_recipe(path, kind="search" if "search" in tree else "distill" if "distill" in tree else "pretrain")
     assert len(recipe.source) > 40
     config = build_model_config(recipe)
     assert config.max_position_embeddings >= recipe.data.block_size
 
 
-def test_the_three_recipes_exist():
-    assert {p.name for p in RECIPES.glob("*.yaml")} >= {"bert-hash-nano.yaml", "bert-tiny.yaml", "bort-kd.yaml"}
+def test_the_shipped_recipes_exist():
+    assert {p.name for p in RECIPES.glob("*.yaml")} >= {"bert-hash-nano.yaml", "bert-tiny.yaml", "bort-kd.yaml",
+                                                       "bort-search.yaml"}
 
 
 @pytest.mark.parametrize(
