@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import argparse
 
-from leanbert.allocator import add_allocator_option
+from leanbert.train.commands import add_recipe_arguments
 
 
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("search", help="optimal subarchitecture extraction (Bort): a Pareto report "
                                              "over parameters, inference time and proxy-trained loss")
-    p.add_argument("recipe", help="YAML search recipe (see recipes/bort-search.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a recipe key with a YAML-typed value; repeatable")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted search in the output folder")
-    p.add_argument("--data-dir", default=None, help="folder with corpus/ and tokenizers/ (default: ../shared/data)")
-    p.add_argument("--output-dir", default=None, help="overrides the recipe's output_dir")
-    add_allocator_option(p)
+    add_recipe_arguments(p, "YAML search recipe (see recipes/bort-search.yaml)",
+                         "continue an interrupted search in the output folder, or re-choose with new knobs")
     p.set_defaults(func=_search)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -148,8 +149,6 @@ def reference_of(recipe: Recipe, candidates: list[Candidate]) -> tuple[Candidate
 
 def measure_costs(recipe: Recipe, candidates: list[Candidate], out: Path) -> dict:
     """p and i of every candidate, from `costs.json` where already measured; saved after each one."""
-    import json
-
     path = out / COSTS_FILE
     reference, counts = reference_of(recipe, candidates)
     costs = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -176,8 +175,6 @@ def measure_costs(recipe: Recipe, candidates: list[Candidate], out: Path) -> dic
 
 def proxy_error(recipe: Recipe, candidate: Candidate, out: Path, data_dir: str | None) -> dict:
     """Run (or resume, or read back) the candidate's proxy training; its held-out loss is e."""
-    import json
-
     from transformers.trainer_utils import get_last_checkpoint
 
     from leanbert.train.nan_guard import NonFiniteLossError

@@ -22,14 +22,19 @@ def add_commands(subparsers) -> None:
         ("distill", "knowledge distillation from a teacher, from a YAML recipe", _distill),
     ):
         p = subparsers.add_parser(name, help=help_text)
-        p.add_argument("recipe", help="YAML recipe (see recipes/)")
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                       help="override a recipe key with a YAML-typed value; repeatable")
-        p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output folder")
-        p.add_argument("--data-dir", default=None, help="folder with corpus/ and tokenizers/ (default: ../shared/data)")
-        p.add_argument("--output-dir", default=None, help="overrides the recipe's output_dir")
-        add_allocator_option(p)
+        add_recipe_arguments(p, "YAML recipe (see recipes/)", "continue from the last checkpoint in the output folder")
         p.set_defaults(func=func)
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser, recipe_help: str, resume_help: str) -> None:
+    """The options of every command that runs a recipe: pretrain, distill, search."""
+    parser.add_argument("recipe", help=recipe_help)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a recipe key with a YAML-typed value; repeatable")
+    parser.add_argument("--resume", action="store_true", help=resume_help)
+    parser.add_argument("--data-dir", default=None, help="folder with corpus/ and tokenizers/ (default: ../shared/data)")
+    parser.add_argument("--output-dir", default=None, help="overrides the recipe's output_dir")
+    add_allocator_option(parser)
 
 
 def _pretrain(args: argparse.Namespace) -> None:
