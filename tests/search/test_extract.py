@@ -122,7 +122,7 @@ def _no_training(monkeypatch):
 
 def test_new_choice_knobs_only_resummarise_and_other_changes_are_refused(finished, tmp_path, monkeypatch):
     recipe, result, out = finished
-    with pytest.raises(ValueError, match="already holds a search; pass --resume"):
+    with pytest.raises(ValueError, match="already holds a search .*; pass --resume"):
         run_search(recipe)
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
@@ -137,14 +137,31 @@ def test_new_choice_knobs_only_resummarise_and_other_changes_are_refused(finishe
         run_search(changed, output_dir=str(copy), resume=True)
     with pytest.raises(ValueError, match="read its data from .*/shared/data, not .*give the same --data-dir"):
         run_search(recipe, output_dir=str(copy), resume=True, data_dir=str(tmp_path))
-    with pytest.raises(ValueError, match="holds no search"):
+    with pytest.raises(ValueError, match="holds no search; start without --resume"):
         run_search(recipe, output_dir=str(tmp_path / "empty"), resume=True)
+    reordered = load_recipe(recipe.path, ["search.space={num_hidden_layers: [1, 2], num_attention_heads: [2, 3], "
+                                          "hidden_size: [32, 48]}"], kind="search")
+    with pytest.raises(ValueError, match="differs from the recipe this search started with"):
+        run_search(reordered, output_dir=str(copy), resume=True)
+
+
+def test_a_folder_with_a_search_s_files_but_no_record_of_its_inputs_is_refused(finished, tmp_path):
+    recipe, _, out = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "search_inputs.json").unlink()
+    with pytest.raises(ValueError, match="already holds a search .*costs.json.*; pass --resume"):
+        run_search(recipe, output_dir=str(copy))
+    with pytest.raises(ValueError, match="holds a search's files .* but not search_inputs.json"):
+        run_search(recipe, output_dir=str(copy), resume=True)
 
 
 @pytest.mark.parametrize("overrides, message", [
     (["data.validation_fraction=0"], "needs data.validation_fraction > 0"),
     (["search.speed_length=1024"], "search.speed_length=1024 exceeds max_position_embeddings=512 of candidate "
                                    "L1-A2-H32"),
+    (["search.space={max_position_embeddings: [64, 16]}"],
+     "data.block_size=32 exceeds max_position_embeddings=16 of candidate max_position_embeddings=16"),
     (["search.space={hidden_size: [30], num_attention_heads: [4]}"],
      r"search.space gives no valid architecture \(A4-H30: LeanBertConfig"),
     (["search.space={num_hidden_layers: [1], ffn_type: [dense, fast]}"],
@@ -194,3 +211,14 @@ def test_a_recipe_with_a_distill_section_proxies_by_distillation(tmp_path):
     for row in result["candidates"]:
         metrics = json.loads((Path(row["run"]) / "metrics.json").read_text())
         assert metrics["distill_mode"] == "logits" and metrics["eval_loss"] == row["eval_loss"]
+
+
+def test_a_distillation_search_keeps_one_teacher_cache_per_student_depth(tmp_path):
+    teacher = save_tiny_teacher(tmp_path / "teacher", with_mlm_head=False)  # hidden states, layers by depth
+    cache = tmp_path / "teacher_cache"
+    path = write_recipe(tmp_path, name="kd.yaml", training={"max_steps": 4, "save_steps": 4, "logging_steps": 2},
+                        distill={"teacher": str(teacher), "hidden_layers": "uniform", "cache_dir": str(cache)},
+                        search={"space": {"num_hidden_layers": [1, 2]}, "speed_repeats": 1})
+    result = run_search(load_recipe(path, kind="search"))
+    assert all(r["status"] == "done" for r in result["candidates"])
+    assert sorted(p.name for p in cache.iterdir()) == ["student-layers-1", "student-layers-2"]

@@ -57,6 +57,11 @@ def candidate_recipe(recipe: Recipe, candidate: Candidate, out: Path) -> Recipe:
     tree = {key: copy.deepcopy(value) for key, value in recipe.tree.items() if key != "search"}
     tree["model"] = _with_fields(tree.get("model") or {}, candidate.overrides)
     tree["output_dir"] = str(out / CANDIDATES_DIR / folder_name(candidate))
+    distill = tree.get("distill") or {}
+    if distill.get("cache_dir") and distill.get("hidden_layers") == "uniform":
+        # the teacher layers a cache holds follow the student's depth: one cache per depth, shared by its candidates
+        layers = candidate_config(recipe, candidate).num_hidden_layers
+        tree["distill"] = {**distill, "cache_dir": str(Path(distill["cache_dir"]) / f"student-layers-{layers}")}
     return validate_recipe(tree, recipe.path, "distill" if recipe.distill is not None else "pretrain")
 
 
@@ -86,10 +91,11 @@ def plan_search(recipe: Recipe, out: Path, resume: bool, data_dir: str | None = 
     inputs = run_folder.shared_inputs(recipe, find_data_root(data_dir))
     run_folder.check_folder(out, inputs, resume, recipe.path)
     length = recipe.search.speed_length or recipe.data.block_size
+    length_key = "search.speed_length" if recipe.search.speed_length else "data.block_size"
     for candidate in candidates:
         positions = candidate_config(recipe, candidate).max_position_embeddings
         if length > positions:
-            raise RecipeError(f"{recipe.path}: search.speed_length={length} exceeds max_position_embeddings="
+            raise RecipeError(f"{recipe.path}: {length_key}={length} exceeds max_position_embeddings="
                               f"{positions} of candidate {candidate.name}")
     _check_proxy_runs(recipe, candidates, out, data_dir)
     return candidates, refused, inputs

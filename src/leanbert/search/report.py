@@ -30,7 +30,7 @@ def markdown(result: dict) -> str:
         f"- inference time measured on batches of {result['speed_batch'][0]} x {result['speed_batch'][1]} tokens, "
         "in turns with T",
         f"- choice: least (p/p_T)^{result['params_weight']:g} (i/i_T)^{result['time_weight']:g} among candidates "
-        f"whose loss is within {100 * result['error_tolerance']:g}% of the best",
+        f"on the front whose loss is within {100 * result['error_tolerance']:g}% of the best",
         (f"- chosen: **{result['chosen']}** (`{_run_of(result)}/final`)" if result["chosen"]
          else "- chosen: none: every proxy run diverged (lower training.learning_rate)"),
         "",

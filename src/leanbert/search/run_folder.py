@@ -43,19 +43,26 @@ def shared_inputs(recipe: Recipe, data_root: Path | None) -> dict:
 
 
 def check_folder(out: Path, inputs: dict, resume: bool, recipe_path: Path) -> None:
-    """A new search needs a folder without one; `--resume` needs one started with the same inputs."""
+    """A new search needs a folder without any search's files; `--resume` needs one started with the same inputs."""
     recorded = out / INPUTS_FILE
-    if recorded.is_file() and not resume:
-        raise ValueError(f"{out} already holds a search; pass --resume to continue it or choose another --output-dir")
+    leftovers = [name for name in (INPUTS_FILE, SEARCH_RECIPE, COSTS_FILE, RESULT_FILE, CANDIDATES_DIR)
+                 if (out / name).exists()]
     if not resume:
+        if leftovers:  # their costs and proxy results would be read back as this search's own
+            raise ValueError(f"{out} already holds a search ({', '.join(leftovers)}); pass --resume to continue it "
+                             "or choose another --output-dir")
         return
     if not recorded.is_file():
-        raise ValueError(f"--resume: {out} holds no search ({INPUTS_FILE} is missing); start without --resume")
+        if leftovers:
+            raise ValueError(f"--resume: {out} holds a search's files ({', '.join(leftovers)}) but not {INPUTS_FILE}, "
+                             "so what it was started with is unknown; choose another --output-dir")
+        raise ValueError(f"--resume: {out} holds no search; start without --resume")
     before = json.loads(recorded.read_text(encoding="utf-8"))
     if before["data_root"] != inputs["data_root"]:
         raise ValueError(f"--resume: this search read its data from {before['data_root']}, not {inputs['data_root']}; "
                          "give the same --data-dir")
-    if before["recipe"] != json.loads(json.dumps(inputs["recipe"])):
+    # compared with the keys in order: the order of search.space names the candidates and breaks ties
+    if json.dumps(before["recipe"]) != json.dumps(inputs["recipe"]):
         raise ValueError(f"--resume: {recipe_path} differs from the recipe this search started with "
                          f"({out / SEARCH_RECIPE}) beyond the choice's knobs ({', '.join(CHOICE_KNOBS)}); a search's "
                          "candidates must share one recipe: choose another --output-dir")
