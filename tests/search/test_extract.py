@@ -40,6 +40,7 @@ def test_every_valid_candidate_is_costed_trained_and_reported(finished):
     assert result["refused"][0]["reason"].startswith("LeanBertConfig.hidden_size=32 is not divisible")
     assert json.loads((out / RESULT_FILE).read_text()) == json.loads(json.dumps(result))
     assert (out / "search.md").is_file() and (out / "pareto.png").stat().st_size > 1000
+    assert result["host"]["cpu"] and result["threads"] >= 1  # the machine the time ratios belong to
     rows = {r["name"]: r for r in result["candidates"]}
     # T is the largest, and every ratio is against it
     assert result["reference"] == "L2-A2-H48"

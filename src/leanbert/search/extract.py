@@ -34,6 +34,9 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
+from leanbert.bench import host
 from leanbert.search import run_folder
 from leanbert.search.costs import parameter_counts, time_against_reference
 from leanbert.search.frontier import choose, pareto_front, relative_cost
@@ -157,7 +160,10 @@ def measure_costs(recipe: Recipe, candidates: list[Candidate], out: Path) -> dic
     """p and i of every candidate, from `costs.json` where already measured; saved after each one."""
     path = out / COSTS_FILE
     reference, counts = reference_of(recipe, candidates)
-    costs = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if path.is_file():
+        costs = json.loads(path.read_text(encoding="utf-8"))
+    else:  # times are ratios, but a ratio still depends on the machine's caches and cores
+        costs = {"host": host.describe(), "threads": torch.get_num_threads()}
     if costs.get("reference") not in (None, reference.name):
         raise ValueError(f"{path}: measured against {costs['reference']}, but T is now {reference.name}")
     costs["reference"] = reference.name
@@ -271,6 +277,8 @@ def summarise(recipe: Recipe, candidates: list[Candidate], refused: list[dict], 
         "params_weight": section.params_weight,
         "time_weight": section.time_weight,
         "speed_batch": [section.speed_batch_size, section.speed_length or recipe.data.block_size],
+        "host": costs.get("host"),
+        "threads": costs.get("threads"),
         "proxy_steps": recipe.training.get("max_steps"),
         "chosen": rows[chosen]["name"] if chosen is not None else None,
         "candidates": rows,

@@ -28,7 +28,8 @@ def markdown(result: dict) -> str:
         f"- recipe: `{result['recipe']}`; proxy runs of {result['proxy_steps']} steps each",
         f"- T (the largest candidate, the ratios' reference): **{result['reference']}**",
         f"- inference time measured on batches of {result['speed_batch'][0]} x {result['speed_batch'][1]} tokens, "
-        "in turns with T",
+        "in turns with T" + (f", on {result['host']['cpu']} with {result['threads']} threads" if result.get("host")
+                             else ""),
         f"- choice: least (p/p_T)^{result['params_weight']:g} (i/i_T)^{result['time_weight']:g} among candidates "
         f"on the front whose loss is within {100 * result['error_tolerance']:g}% of the best",
         (f"- chosen: **{result['chosen']}** (`{_run_of(result)}/final`)" if result["chosen"]
