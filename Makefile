@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo bench bench-quality clean
+.PHONY: install test demo bench bench-quality bench-search clean
 
 install: $(STAMP)
 
@@ -30,6 +30,14 @@ bench: install
 # the 2-hour CPU quality recipe (pretraining + GLUE); resumable
 bench-quality: install
 	$(PY) benchmarks/quality_nano/run.py
+
+# Bort's subarchitecture search over 16 candidates (about 40 min; resumes an interrupted run), its report copied
+# to benchmarks/results/bort_search
+SEARCH_RUN := runs/bort-search
+bench-search: install
+	$(VENV)/bin/leanbert search recipes/bort-search.yaml --output-dir $(SEARCH_RUN) $$(test -f $(SEARCH_RUN)/search_inputs.json && echo --resume)
+	mkdir -p benchmarks/results/bort_search
+	cp $(SEARCH_RUN)/search.json $(SEARCH_RUN)/search.md $(SEARCH_RUN)/pareto.png $(SEARCH_RUN)/costs.json benchmarks/results/bort_search/
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
