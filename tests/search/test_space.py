@@ -33,6 +33,15 @@ def test_an_axis_of_one_value_is_left_out_of_the_names():
     assert [c.name for c in candidates] == ["L2"]
 
 
+def test_two_names_for_one_model_are_trained_once():
+    space = {"ffn_type": ["dense", "fff"], "intermediate_size": [64, 96], "fff_depth": [3]}
+    candidates, refused = enumerate_candidates(space, _build)
+    assert [c.name for c in candidates] == ["I64-ffn_type=dense", "I96-ffn_type=dense", "I64-ffn_type=fff"]
+    assert refused == [{"name": "I96-ffn_type=fff", "fields": {"ffn_type": "fff", "intermediate_size": 96,
+                                                               "fff_depth": 3},
+                        "reason": "the same model as I64-ffn_type=fff (intermediate_size: not read by its components)"}]
+
+
 def test_names_put_borts_axes_first_and_any_other_field_after():
     assert candidate_name({"intermediate_size": 768, "num_hidden_layers": 4, "num_attention_heads": 8,
                            "hidden_size": 1024}) == "L4-A8-H1024-I768"

@@ -137,6 +137,8 @@ class DenseEmbeddings(_TokenEmbeddings):
 class HashEmbeddings(_TokenEmbeddings):
     """BERT Hash: a V x k table, then a k x H projection without bias."""
 
+    own_fields = ("hash_projections",)
+
     def __init__(self, config: LeanBertConfig):
         super().__init__(config)
         self.word_embeddings = nn.Embedding(config.vocab_size, config.hash_projections, padding_idx=config.pad_token_id)

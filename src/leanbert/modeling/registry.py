@@ -2,7 +2,9 @@
 
 Adding a variant is one class, one `@REGISTRY.register("name")` line, and its tests; the encoder
 does not change. A component class is built as `cls(config)` and may override the classmethod
-`validate_config(config)` to check its own parameters.
+`validate_config(config)` to check its own parameters. `own_fields` names the config fields that only
+that component reads, so that a config's other components' fields are known to have no effect on the
+model (`fields_without_effect`; `leanbert search` uses it to find two names for one model).
 """
 
 from __future__ import annotations
@@ -58,6 +60,16 @@ COMPONENT_MODULES = (
     "leanbert.modeling.ffn.dense",
     "leanbert.modeling.ffn.fff_component",
 )
+
+
+def fields_without_effect(config) -> set[str]:
+    """The config fields owned (`own_fields`) by components this config does not select."""
+    _import_components()
+    unused, used = set(), set()
+    for field, registry in REGISTRIES.items():
+        for name, cls in registry._classes.items():
+            (used if name == getattr(config, field) else unused).update(getattr(cls, "own_fields", ()))
+    return unused - used
 
 
 def _import_components() -> None:

@@ -31,9 +31,9 @@ AXIS_LABELS = {"num_hidden_layers": "L", "num_attention_heads": "A", "hidden_siz
 class SearchSection:
     """The `search:` section of a search recipe (`leanbert search RECIPE.yaml`).
 
-    space: LeanBertConfig field -> the values to try (a non-empty list); Ξ is their product. An axis a
-        component ignores (intermediate_size when ffn_type is "fff") gives candidates that are the same
-        model under two names: keep such axes apart, in searches of their own.
+    space: LeanBertConfig field -> the values to try (a non-empty list); Ξ is their product. Where an axis
+        means nothing to a candidate's components (intermediate_size when ffn_type is "fff"), the
+        candidates that differ only there are one model: the first is trained, the others are listed.
     error_tolerance: a candidate is eligible when its proxy error e <= (1 + tolerance) * the lowest e.
     params_weight, time_weight: exponents of the cost the choice minimises among eligible candidates,
         (p / p_T)^params_weight * (i / i_T)^time_weight, with T the largest candidate (see `frontier`).
@@ -94,20 +94,32 @@ def candidate_name(overrides: dict) -> str:
 
 
 def enumerate_candidates(space: dict[str, list], build_config) -> tuple[list[Candidate], list[dict]]:
-    """Ξ's valid candidates in product order, and the refused ones as `{"name", "reason"}`.
+    """Ξ's valid candidates in product order, and the refused ones as `{"name", "fields", "reason"}`.
 
-    build_config(overrides) -> LeanBertConfig raises ValueError for a combination the config refuses.
+    build_config(overrides) -> LeanBertConfig raises ValueError for a combination the config refuses. A
+    combination that differs from an earlier candidate only in fields its components do not read
+    (`registry.fields_without_effect`: intermediate_size under ffn_type "fff") is the same model under
+    another name, and is refused as such rather than trained twice.
     """
+    from leanbert.modeling.registry import fields_without_effect
+
     keys = list(space)
     named = [key for key in keys if len(space[key]) > 1] or keys  # an axis of one value names no candidate apart
-    candidates, refused = [], []
+    candidates, refused, models = [], [], {}
     for values in itertools.product(*(space[key] for key in keys)):
         overrides = dict(zip(keys, values))
         name = candidate_name({key: overrides[key] for key in named})
         try:
-            build_config(overrides)
+            config = build_config(overrides)
         except (ValueError, TypeError) as err:
             refused.append({"name": name, "fields": overrides, "reason": str(err)})
             continue
+        ignored = fields_without_effect(config) & set(overrides)
+        model = tuple((key, repr(value)) for key, value in overrides.items() if key not in ignored)
+        if model in models:
+            refused.append({"name": name, "fields": overrides, "reason": f"the same model as {models[model]} "
+                            f"({', '.join(sorted(ignored))}: not read by its components)"})
+            continue
+        models[model] = name
         candidates.append(Candidate(name, overrides))
     return candidates, refused

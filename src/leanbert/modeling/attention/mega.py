@@ -44,6 +44,7 @@ from leanbert.modeling.token_layout import TokenLayout
 @ATTENTION.register("mega")
 class MegaAttention(nn.Module):
     owns_residual = True
+    own_fields = ("mega_ema_size", "mega_shared_size", "mega_value_size", "mega_chunk_size", "mega_bidirectional")
 
     def __init__(self, config: LeanBertConfig):
         super().__init__()

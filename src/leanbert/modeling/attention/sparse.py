@@ -35,6 +35,8 @@ SPARSE_PATTERNS = ("dam", *FIXED_PATTERNS)
 
 @ATTENTION.register("sparse")
 class SparseAttention(FullAttention):
+    own_fields = ("sparse_pattern", "sparse_penalty", "sparse_block_size", "sparse_global_tokens",
+                  "sparse_random_blocks", "sparse_summary_tokens", "sparse_seed")
     def __init__(self, config: LeanBertConfig):
         super().__init__(config)
         self.pattern = config.sparse_pattern

@@ -18,6 +18,7 @@ from leanbert.modeling.registry import FFN
 @FFN.register("dense")
 class DenseFeedForward(nn.Module):
     owns_residual = False
+    own_fields = ("intermediate_size",)
 
     def __init__(self, config: LeanBertConfig):
         super().__init__()

@@ -15,6 +15,7 @@ from leanbert.modeling.registry import FFN
 @FFN.register("fff")
 class FFFFeedForward(FastFeedForward):
     owns_residual = False
+    own_fields = ("fff_depth", "fff_trees")
 
     def __init__(self, config: LeanBertConfig):
         super().__init__(config.hidden_size, config.fff_depth, config.fff_trees, bias=True)
