@@ -85,10 +85,9 @@ def test_the_search_section_belongs_to_search_recipes_only(tmp_path):
 
 def test_the_shipped_search_recipe_spans_borts_four_axes():
     from leanbert.search.extract import candidate_config
-    from leanbert.search.space import Candidate
 
     recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "bort-search.yaml", kind="search")
     candidates, refused = enumerate_candidates(recipe.search.space,
-                                               lambda fields: candidate_config(recipe, Candidate("", fields)))
+                                               lambda fields: candidate_config(recipe, fields))
     assert len(candidates) == 16 and not refused
     assert candidates[0].name == "L2-A4-H128-I256" and candidates[-1].name == "L4-A8-H256-I1024"

@@ -39,7 +39,7 @@ import torch
 from leanbert.bench import host
 from leanbert.search import run_folder
 from leanbert.search.costs import parameter_counts, time_against_reference
-from leanbert.search.frontier import choose, pareto_front, relative_cost
+from leanbert.search.frontier import choose, pareto_front, relative_cost, within_tolerance
 from leanbert.search.run_folder import CANDIDATES_DIR, COSTS_FILE, PROXY_RESULT, RESULT_FILE
 from leanbert.search.space import Candidate, enumerate_candidates
 from leanbert.train.recipe import Recipe, RecipeError, build_model_config, validate_recipe
@@ -51,8 +51,9 @@ def _with_fields(model: dict, fields: dict) -> dict:
     return {**model, key: {**(model.get(key) or {}), **fields}}
 
 
-def candidate_config(recipe: Recipe, candidate: Candidate):
-    return build_model_config(dataclasses.replace(recipe, model=_with_fields(recipe.model, candidate.overrides)))
+def candidate_config(recipe: Recipe, fields: dict):
+    """The LeanBertConfig of the recipe's model with a candidate's fields set over it."""
+    return build_model_config(dataclasses.replace(recipe, model=_with_fields(recipe.model, fields)))
 
 
 def candidate_recipe(recipe: Recipe, candidate: Candidate, out: Path) -> Recipe:
@@ -63,7 +64,7 @@ def candidate_recipe(recipe: Recipe, candidate: Candidate, out: Path) -> Recipe:
     distill = tree.get("distill") or {}
     if distill.get("cache_dir") and distill.get("hidden_layers") == "uniform":
         # the teacher layers a cache holds follow the student's depth: one cache per depth, shared by its candidates
-        layers = candidate_config(recipe, candidate).num_hidden_layers
+        layers = candidate.config.num_hidden_layers
         tree["distill"] = {**distill, "cache_dir": str(Path(distill["cache_dir"]) / f"student-layers-{layers}")}
     return validate_recipe(tree, recipe.path, "distill" if recipe.distill is not None else "pretrain")
 
@@ -87,7 +88,7 @@ def plan_search(recipe: Recipe, out: Path, resume: bool, data_dir: str | None = 
         raise RecipeError(f"{recipe.path}: leanbert search runs in one process (its proxy runs use every core); "
                           "start it without torchrun")
     candidates, refused = enumerate_candidates(
-        recipe.search.space, lambda fields: candidate_config(recipe, Candidate("", fields)))
+        recipe.search.space, lambda fields: candidate_config(recipe, fields))
     prefix = f"{recipe.path}: model: "  # build_model_config's, the same for every refusal
     refused = [{**r, "reason": r["reason"].removeprefix(prefix)} for r in refused]
     _check_every_value_is_used(recipe, candidates, refused)
@@ -96,7 +97,7 @@ def plan_search(recipe: Recipe, out: Path, resume: bool, data_dir: str | None = 
     length = recipe.search.speed_length or recipe.data.block_size
     length_key = "search.speed_length" if recipe.search.speed_length else "data.block_size"
     for candidate in candidates:
-        positions = candidate_config(recipe, candidate).max_position_embeddings
+        positions = candidate.config.max_position_embeddings
         if length > positions:
             raise RecipeError(f"{recipe.path}: {length_key}={length} exceeds max_position_embeddings="
                               f"{positions} of candidate {candidate.name}")
@@ -120,8 +121,6 @@ def _check_every_value_is_used(recipe: Recipe, candidates: list[Candidate], refu
 def _check_proxy_runs(recipe: Recipe, candidates: list[Candidate], out: Path, data_dir: str | None) -> None:
     """What each proxy run would check before training (`pretrain.plan_run`, the teacher), for every candidate
     still to train; and the data they share, prepared once (`load_blocks`: cached by `datasets` for the runs)."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     from leanbert.train.pretrain import load_blocks, plan_run
 
     teacher, blocks_ready = None, False
@@ -130,9 +129,8 @@ def _check_proxy_runs(recipe: Recipe, candidates: list[Candidate], out: Path, da
         folder = Path(run.output_dir)
         if (folder / PROXY_RESULT).is_file() or _finished(folder):
             continue
-        resume = folder.is_dir() and get_last_checkpoint(str(folder)) is not None
         try:
-            plan = plan_run(run, data_dir=data_dir, resume=resume)
+            plan = plan_run(run, data_dir=data_dir, resume=_has_checkpoint(folder))
             if recipe.distill is not None:
                 from leanbert.train.distill import check_teacher_fits, load_teacher
 
@@ -145,21 +143,28 @@ def _check_proxy_runs(recipe: Recipe, candidates: list[Candidate], out: Path, da
             raise RecipeError(f"candidate {candidate.name}: {err}") from None
 
 
+def _has_checkpoint(folder: Path) -> bool:
+    """An interrupted proxy run, to resume from its last checkpoint."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return folder.is_dir() and get_last_checkpoint(str(folder)) is not None
+
+
 def _finished(folder: Path) -> bool:
     """A proxy run that ended but was stopped before its result was noted."""
     return (folder / "metrics.json").is_file() and (folder / "final").is_dir()
 
 
-def reference_of(recipe: Recipe, candidates: list[Candidate]) -> tuple[Candidate, dict[str, dict]]:
+def reference_of(candidates: list[Candidate]) -> tuple[Candidate, dict[str, dict]]:
     """T, the candidate with most parameters (the first of equals), and every candidate's counts."""
-    counts = {c.name: parameter_counts(candidate_config(recipe, c)) for c in candidates}
+    counts = {c.name: parameter_counts(c.config) for c in candidates}
     return max(candidates, key=lambda c: counts[c.name]["params"]), counts
 
 
 def measure_costs(recipe: Recipe, candidates: list[Candidate], out: Path) -> dict:
     """p and i of every candidate, from `costs.json` where already measured; saved after each one."""
     path = out / COSTS_FILE
-    reference, counts = reference_of(recipe, candidates)
+    reference, counts = reference_of(candidates)
     if path.is_file():
         costs = json.loads(path.read_text(encoding="utf-8"))
     else:  # times are ratios, but a ratio still depends on the machine's caches and cores
@@ -169,14 +174,13 @@ def measure_costs(recipe: Recipe, candidates: list[Candidate], out: Path) -> dic
     costs["reference"] = reference.name
     section = recipe.search
     length = section.speed_length or recipe.data.block_size
-    reference_config = candidate_config(recipe, reference)
     rows = costs.setdefault("candidates", {})
     for index, candidate in enumerate(candidates, 1):
         if candidate.name in rows:
             continue
         print(f"[search] timing {index}/{len(candidates)} {candidate.name} against T = {reference.name}",
               file=sys.stderr)
-        timing = time_against_reference(candidate_config(recipe, candidate), reference_config,
+        timing = time_against_reference(candidate.config, reference.config,
                                          section.speed_batch_size, length, section.speed_repeats)
         if candidate == reference:
             timing["time_ratio"] = 1.0  # by definition; two copies of T differ only by the timing noise
@@ -187,15 +191,13 @@ def measure_costs(recipe: Recipe, candidates: list[Candidate], out: Path) -> dic
 
 def proxy_error(recipe: Recipe, candidate: Candidate, out: Path, data_dir: str | None) -> dict:
     """Run (or resume, or read back) the candidate's proxy training; its held-out loss is e."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     from leanbert.train.nan_guard import NonFiniteLossError
 
     run = candidate_recipe(recipe, candidate, out)
     folder = Path(run.output_dir)
     done = folder / PROXY_RESULT
     if done.is_file():
-        return run_folder.read_json(done)
+        return run_folder.read_proxy_result(done)
     if _finished(folder):
         result = _proxy_result(json.loads((folder / "metrics.json").read_text(encoding="utf-8")))
     else:
@@ -203,9 +205,8 @@ def proxy_error(recipe: Recipe, candidate: Candidate, out: Path, data_dir: str |
             from leanbert.train.distill import run_distillation as train
         else:
             from leanbert.train.pretrain import run_pretraining as train
-        resume = folder.is_dir() and get_last_checkpoint(str(folder)) is not None
         try:
-            result = _proxy_result(train(run, data_dir=data_dir, resume=resume))
+            result = _proxy_result(train(run, data_dir=data_dir, resume=_has_checkpoint(folder)))
         except NonFiniteLossError as err:  # a diverged candidate is a result, not a failed search
             result = {"status": "diverged", "eval_loss": math.nan, "eval_perplexity": math.nan,
                       "message": str(err).split("; ")[0]}
@@ -265,11 +266,9 @@ def summarise(recipe: Recipe, candidates: list[Candidate], refused: list[dict], 
         })
     front = pareto_front([(r["params"], r["time_ratio"], r["eval_loss"]) for r in rows])
     chosen = choose([r["cost"] for r in rows], [r["eval_loss"] for r in rows], section.error_tolerance, front)
-    finite = [r["eval_loss"] for r in rows if math.isfinite(r["eval_loss"])]
-    limit = (1 + section.error_tolerance) * min(finite) if finite else math.nan
-    for row, on_front in zip(rows, front):
-        row["on_front"] = on_front
-        row["eligible"] = math.isfinite(row["eval_loss"]) and row["eval_loss"] <= limit
+    eligible = within_tolerance([r["eval_loss"] for r in rows], section.error_tolerance)
+    for row, on_front, ok in zip(rows, front, eligible):
+        row["on_front"], row["eligible"] = on_front, ok
     return {
         "recipe": str(recipe.path),
         "reference": reference,

@@ -34,6 +34,13 @@ def pareto_front(points: Sequence[Sequence[float]]) -> list[bool]:
             for i, (p, ok) in enumerate(zip(points, finite))]
 
 
+def within_tolerance(errors: Sequence[float], tolerance: float) -> list[bool]:
+    """Whether each error is finite and at most (1 + tolerance) times the lowest finite one."""
+    finite = [e for e in errors if math.isfinite(e)]
+    limit = (1.0 + tolerance) * min(finite) if finite else math.nan
+    return [math.isfinite(e) and e <= limit for e in errors]
+
+
 def choose(costs: Sequence[float], errors: Sequence[float], tolerance: float,
            front: Sequence[bool] | None = None) -> int | None:
     """Index of the least-cost candidate whose error is within `tolerance` of the lowest, among those on the
@@ -42,13 +49,9 @@ def choose(costs: Sequence[float], errors: Sequence[float], tolerance: float,
     With both weights > 0 the least-cost eligible candidate is on the front anyway (a candidate dominating it
     would cost less, or the same with a lower error); a zero weight makes equal-cost candidates that only
     the front tells apart, so the caller passes it."""
-    finite = [i for i, e in enumerate(errors) if math.isfinite(e)]
-    if not finite:
-        return None
-    limit = (1.0 + tolerance) * min(errors[i] for i in finite)
     # the lowest error is on the front: whatever dominates a point has an error at most its own
-    eligible = [i for i in finite if errors[i] <= limit and (front is None or front[i])]
-    return min(eligible, key=lambda i: (costs[i], errors[i]))
+    eligible = [i for i, ok in enumerate(within_tolerance(errors, tolerance)) if ok and (front is None or front[i])]
+    return min(eligible, key=lambda i: (costs[i], errors[i])) if eligible else None
 
 
 def relative_cost(params_ratio: float, time_ratio: float, params_weight: float, time_weight: float) -> float:

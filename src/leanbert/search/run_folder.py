@@ -9,7 +9,7 @@
 
 The choice's knobs (`error_tolerance`, `params_weight`, `time_weight`) touch no measurement, so a search
 resumed with new values only re-summarises. JSON files hold null, never NaN, for a diverged run's loss, so
-that strict parsers read them; `read_json` turns null losses back into NaN. Every file is written atomically.
+that strict parsers read them; `read_proxy_result` turns null losses back into NaN. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def write_json(path: Path, value) -> None:
     atomic_write_json(path, json_safe(value))
 
 
-def read_json(path: Path) -> dict:
+def read_proxy_result(path: Path) -> dict:
     """A proxy result, with null losses read back as NaN."""
     value = json.loads(path.read_text(encoding="utf-8"))
     return {key: math.nan if key in LOSS_KEYS and item is None else item for key, item in value.items()}

@@ -52,26 +52,21 @@ class SearchSection:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One point of Ξ: its name and the config fields it sets over the recipe's model."""
+    """One point of Ξ: its name, the config fields it sets over the recipe's model, and the config they give."""
 
     name: str
     overrides: dict
+    config: object = field(default=None, compare=False, repr=False)  # LeanBertConfig
 
 
 def check_search_section(section: SearchSection, path: Path) -> None:
     """Value checks the field types cannot express; raises RecipeError naming the key."""
-    from leanbert.train.recipe import RecipeError, leanbert_config_fields
+    from leanbert.train.recipe import RecipeError, check_keys, leanbert_config_fields
 
     if not section.space:
         raise RecipeError(f"{path}: 'search.space' is required: LeanBertConfig fields, each with a list of values")
-    known = leanbert_config_fields()
+    check_keys(section.space, leanbert_config_fields(), "search.space.", path, " (not a LeanBertConfig field)")
     for key, values in section.space.items():
-        if key not in known:
-            import difflib
-
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise RecipeError(f"{path}: unknown key 'search.space.{key}' (not a LeanBertConfig field){hint}")
         if not isinstance(values, list) or not values:
             raise RecipeError(f"{path}: 'search.space.{key}'={values!r}; allowed: a non-empty list of values")
         if len(set(map(repr, values))) != len(values):
@@ -121,5 +116,5 @@ def enumerate_candidates(space: dict[str, list], build_config) -> tuple[list[Can
                             f"({', '.join(sorted(ignored))}: not read by its components)"})
             continue
         models[model] = name
-        candidates.append(Candidate(name, overrides))
+        candidates.append(Candidate(name, overrides, config))
     return candidates, refused

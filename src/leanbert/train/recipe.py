@@ -257,7 +257,7 @@ def validate_recipe(tree: dict, path: str | os.PathLike, kind: str = "pretrain",
     path = Path(path)
     lines = lines or {}
     allowed_top = TOP_LEVEL_KEYS | {"pretrain": set(), "distill": {"distill"}, "search": {"distill", "search"}}[kind]
-    _check_keys(tree, allowed_top, "", path)
+    check_keys(tree, allowed_top, "", path)
 
     source = tree.get("source")
     if not isinstance(source, str) or not source.strip():
@@ -265,7 +265,7 @@ def validate_recipe(tree: dict, path: str | os.PathLike, kind: str = "pretrain",
     output_dir = tree.get("output_dir") or f"runs/{path.stem}"
 
     model = _section(tree, "model", path)
-    _check_keys(model, MODEL_KEYS, "model.", path)
+    check_keys(model, MODEL_KEYS, "model.", path)
     if ("preset" in model) == ("config" in model):
         raise RecipeError(f"{path}: 'model' needs exactly one of 'preset' (with optional 'overrides') or 'config'")
     if "config" in model and "overrides" in model:
@@ -274,13 +274,13 @@ def validate_recipe(tree: dict, path: str | os.PathLike, kind: str = "pretrain",
     config_fields = model.get(config_key) or {}
     if not isinstance(config_fields, dict):
         raise RecipeError(f"{path}: 'model.{config_key}' must be a mapping of LeanBertConfig fields")
-    _check_keys(config_fields, leanbert_config_fields(), f"model.{config_key}.", path)
+    check_keys(config_fields, leanbert_config_fields(), f"model.{config_key}.", path)
     model = {**model, config_key: config_fields}
 
     data = _dataclass_section(tree, "data", DataSection, path, lines)
     training = _section(tree, "training", path)
     training_types = training_argument_types()
-    _check_keys(training, set(training_types), "training.", path)
+    check_keys(training, set(training_types), "training.", path)
     for key, reason in TRAINING_KEYS_SET_BY_LEANBERT.items():
         if key in training:
             raise RecipeError(f"{path}: 'training.{key}' is set by leanbert ({reason})")
@@ -340,7 +340,7 @@ def _section(tree: dict, name: str, path: Path) -> dict:
 def _dataclass_section(tree: dict, name: str, cls, path: Path, lines: dict[str, int]):
     section = _section(tree, name, path)
     names = {f.name for f in dataclasses.fields(cls)}
-    _check_keys(section, names, f"{name}.", path)
+    check_keys(section, names, f"{name}.", path)
     instance = cls(**section)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -354,12 +354,13 @@ def _where(path: Path, lines: dict[str, int], key: str) -> str:
     return f"{path}:{lines[key]}" if key in lines else str(path)
 
 
-def _check_keys(mapping: dict, allowed: set[str], prefix: str, path: Path) -> None:
+def check_keys(mapping: dict, allowed: set[str], prefix: str, path: Path, what: str = "") -> None:
+    """RecipeError for the first key not in `allowed`, with the closest valid name; `what` says what a key is."""
     for key in mapping:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(sorted(allowed))}"
-            raise RecipeError(f"{path}: unknown key '{prefix}{key}'{hint}")
+            raise RecipeError(f"{path}: unknown key '{prefix}{key}'{what}{hint}")
 
 
 def _check_type(where: str, key: str, value: Any, annotation: Any) -> None:

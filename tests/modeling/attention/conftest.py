@@ -18,3 +18,18 @@ def padded(ids: torch.Tensor, extra: int, pad_id: int = 0, left: bool = False) -
 @pytest.fixture
 def pad():
     return padded
+
+
+def padded_tail(ids: torch.Tensor, start: int, other_token: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the 0/1 mask with row 1 padding from `start` on, the ids with `other_token` in that padding): a model
+    must give the same real positions for both."""
+    mask = torch.ones_like(ids)
+    mask[1, start:] = 0
+    other = ids.clone()
+    other[1, start:] = other_token
+    return mask, other
+
+
+@pytest.fixture
+def pad_tail():
+    return padded_tail

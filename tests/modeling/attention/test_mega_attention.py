@@ -87,13 +87,10 @@ def test_attention_stays_inside_chunks_while_the_ema_crosses_them():
     torch.testing.assert_close(cut_base[0, :8], cut_other[0, :8], atol=0, rtol=0)
 
 
-def test_padding_and_batching_do_not_change_real_positions():
+def test_padding_and_batching_do_not_change_real_positions(pad_tail):
     model = _model()
     ids = torch.randint(3, 120, (2, 19))
-    mask = torch.ones(2, 19, dtype=torch.long)
-    mask[1, 10:] = 0
-    other_pads = ids.clone()
-    other_pads[1, 10:] = 7
+    mask, other_pads = pad_tail(ids, 10, 7)
     with torch.no_grad():
         out = model(ids, attention_mask=mask).last_hidden_state
         out_other = model(other_pads, attention_mask=mask).last_hidden_state
