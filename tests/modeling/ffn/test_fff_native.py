@@ -8,6 +8,7 @@ that the numba forward (the fallback) stays covered too.
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 
 import pytest
@@ -31,19 +32,22 @@ def test_builds_wherever_a_compiler_is_present():
     assert fff_native.available()
 
 
-def backends(layer, x):
-    """(numba, native) forwards of `layer` on x (T, W): each (y, rows, logits, act, order)."""
-    if not fff_native.available():
-        pytest.skip("the compiled forward is unavailable here")
+def backends(layer, x, native=None):
+    """(numba, native) forwards of `layer` on x (T, W): each (y, rows, logits, act, order).
+    `native`: the compiled forward to compare (`fff_native.forward` by default)."""
+    if native is None:
+        if not fff_native.available():
+            pytest.skip("the compiled forward is unavailable here")
+        native = fff_native.forward
     w_in = layer.linear_in.weight.detach()
     b_in = layer.linear_in.bias.detach() if layer.linear_in.bias is not None else None
     w_out_t = layer.linear_out.weight.detach().t().contiguous()
     args = (x.contiguous(), w_in, b_in, w_out_t, layer.depth, layer.trees)
-    return fff_kernel.numba_forward(*args), fff_native.forward(*args)
+    return fff_kernel.numba_forward(*args), native(*args)
 
 
-def assert_backends_agree(layer, x):
-    (y, rows, logits, act, order), (y_n, rows_n, logits_n, act_n, order_n) = backends(layer, x)
+def assert_backends_agree(layer, x, native=None):
+    (y, rows, logits, act, order), (y_n, rows_n, logits_n, act_n, order_n) = backends(layer, x, native)
     assert torch.equal(rows_n, rows)
     assert torch.equal(order_n, order)  # the same stable leaf order
     torch.testing.assert_close(logits_n, logits, atol=1e-6, rtol=1e-5)
@@ -62,7 +66,8 @@ def assert_backends_agree_on_random_tokens(layer, tokens, seed):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    width=st.sampled_from([1, 5, 16, 31, 32, 33, 48, 64, 80, 100]),  # vector body, 16-wide step, scalar tail
+    # two-vector passes (16 or 32 floats), a single vector (8 or 16) after them, a scalar tail
+    width=st.sampled_from([1, 5, 8, 16, 24, 31, 32, 33, 40, 48, 64, 80, 100]),
     depth=st.integers(0, 6),
     trees=st.integers(1, 4),
     # groups of four and a short last group; past 64, several chunks of groups and a short last chunk
@@ -75,6 +80,40 @@ def test_native_matches_numba_and_reference(width, depth, trees, tokens, bias, s
     x = torch.randn(tokens, width, generator=torch.Generator().manual_seed(seed + 1))
     assume(routing_margin(layer, x) > 1e-5)
     assert_backends_agree(layer, x)
+
+
+@pytest.fixture(scope="module")
+def plain_forward():
+    """The compiled forward built again without AVX (-march=x86-64: 4-float vectors, the path ARM
+    hosts take), under its own operator namespace; x86-64 hosts with a compiler only."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the plain build is checked on x86-64 hosts (elsewhere the native build is the plain one)")
+    if os.environ.get("LEANBERT_NATIVE") == "0" or shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("the compiled forward is turned off, or there is no C++ compiler")
+    from torch.utils import cpp_extension
+
+    cpp_extension.load(
+        name="leanbert_fff_plain_test",
+        sources=[str(fff_native.LIBRARY.source)],
+        extra_cflags=["-O3", "-march=x86-64", "-mtune=generic", "-fopenmp", "-DLEANBERT_FFF_OPS=leanbert_fff_plain"],
+        extra_ldflags=["-fopenmp"],
+        is_python_module=False,
+        verbose=False,
+    )
+    return torch.ops.leanbert_fff_plain.forward
+
+
+@pytest.mark.parametrize(
+    "width, depth, trees, tokens",
+    [(5, 3, 2, 7), (24, 11, 1, 700), (33, 4, 3, 203), (100, 2, 1, 1001), (8, 0, 1, 1), (16, 5, 2, 0), (768, 11, 1, 300)],
+)
+def test_plain_vector_width_matches_numba_and_reference(plain_forward, width, depth, trees, tokens):
+    """The 4-float build: two-vector passes, single vectors, scalar tails, subtrees, pieces."""
+    layer = make_layer(width, depth, trees, seed=width + depth, bias=True)
+    x = torch.randn(tokens, width, generator=torch.Generator().manual_seed(tokens))
+    if tokens and routing_margin(layer, x) <= 1e-5:
+        pytest.skip("a logit within float32 noise of 0")
+    assert_backends_agree(layer, x, native=plain_forward)
 
 
 @pytest.mark.parametrize("tokens", [4, 64, 203])

@@ -493,10 +493,19 @@ int64_t release_buffers() { return BufferPool::instance().release(); }
 
 }  // namespace
 
-TORCH_LIBRARY(leanbert_fff, m) {
+// The operators' namespace, `torch.ops.leanbert_fff`. A test builds this file a second time without
+// AVX (4-float vectors, as on ARM) under another namespace, to compare that build too. The two-step
+// macros expand the name before TORCH_LIBRARY pastes it.
+#ifndef LEANBERT_FFF_OPS
+#define LEANBERT_FFF_OPS leanbert_fff
+#endif
+#define LEANBERT_LIBRARY(ns, m) TORCH_LIBRARY(ns, m)
+#define LEANBERT_LIBRARY_IMPL(ns, key, m) TORCH_LIBRARY_IMPL(ns, key, m)
+
+LEANBERT_LIBRARY(LEANBERT_FFF_OPS, m) {
   m.def("release_buffers() -> int", &release_buffers);
   m.def("forward(Tensor x, Tensor w_in, Tensor? b_in, Tensor w_out_t, int depth, int trees) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(leanbert_fff, CPU, m) { m.impl("forward", &fff_forward); }
+LEANBERT_LIBRARY_IMPL(LEANBERT_FFF_OPS, CPU, m) { m.impl("forward", &fff_forward); }
