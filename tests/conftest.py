@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# PackedLinear's prepacked path runs in every test, whichever path this machine measures faster
+# (tests/modeling/test_linear_backend.py covers the measured choice itself).
+os.environ.setdefault("LEANBERT_PACKED_LINEAR", "1")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
