@@ -6,7 +6,7 @@ Same parameters, same math, same 2 M K N FLOPs as `nn.Linear`; the speed comes f
 weight's layout transform once instead of on every call. Measured on this project's earlier 2-core
 CPUs (768 -> 3072, float32): 1.3x to 2.7x the throughput of the default path, the most for small M;
 on an AVX2 AMD EPYC 0.79x to 1.11x. So whether the prepacked path runs at all is measured once per
-machine (`linear_backend.packed_preferred`).
+machine and shape (`linear_backend.packed_preferred`).
 
 The packed path runs only when no gradient is being recorded, on CPU float32 with oneDNN
 available; training and every other case take the plain `F.linear` reference path beside it
@@ -59,7 +59,7 @@ class PackedLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.use_packed and _AVAILABLE and eager_float32_cpu_inference(x) and self.weight.dtype == torch.float32
                 and (self.bias is None or self.bias.is_contiguous())  # the op reads the bias as contiguous
-                and packed_preferred()):
+                and packed_preferred(self.in_features, self.out_features, self.activation)):
             packed = self._packed.get(self.weight, _prepack)
             return torch.ops.mkldnn._linear_pointwise(
                 x, packed, self.bias, ACTIVATIONS[self.activation][0], [], "none"
