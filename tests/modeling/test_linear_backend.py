@@ -35,6 +35,7 @@ def test_each_shape_is_measured_once_then_read_from_the_cache(fresh):
     assert linear_backend.packed_preferred(768, 3072, "gelu") is False
     assert linear_backend.packed_preferred(768, 2304) is True  # this process remembers
     assert fresh == [(768, 2304, None), (768, 3072, "gelu")]
+    assert linear_backend.decisions() == {"768x2304:none": "prepacked", "768x3072:gelu": "default"}
     path = linear_backend.cache_path()
     shapes = json.loads(path.read_text())["shapes"]
     assert shapes["768x2304:none"]["packed"] is True and shapes["768x3072:gelu"]["packed"] is False

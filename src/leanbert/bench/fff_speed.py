@@ -103,6 +103,7 @@ def model_speed(batch: int = 8, length: int = 128, repeats: int = MIN_TURNS) -> 
 def run(repeats: int = 5) -> dict:
     from leanbert.bench import host
     from leanbert.modeling.attention import native as attention_native
+    from leanbert.modeling import linear_backend
     from leanbert.modeling.ffn import fff_native
 
     result = {"threads": torch.get_num_threads(), "torch": torch.__version__, "host": host.describe(),
@@ -110,4 +111,5 @@ def run(repeats: int = 5) -> dict:
     turns = max(repeats, MIN_TURNS)
     result.update(layer_speed(repeats=turns))
     result.update(model_speed(repeats=turns))
+    result["gemm_paths"] = linear_backend.decisions()  # which GEMM each PackedLinear shape took here
     return result

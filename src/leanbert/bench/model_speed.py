@@ -100,16 +100,19 @@ def run(preset: str = "bert-base", data_root: Path | None = None, tokenizer: str
         repeats: int = 10, named: str | None = None) -> dict:
     """named: how the user named data_root (`local_data.named_data_root`): then its SST-2 dev file and
     tokenizer must be there (FileNotFoundError before any timing), rather than the SST-2 run being skipped."""
+    from leanbert.bench import host
     from leanbert.local_data import default_tokenizer, local_part
+    from leanbert.modeling import linear_backend
 
     sst2 = local_part(data_root, "glue/sst2/validation.jsonl", named, "(the SST-2 dev run's data)")
     tokenizer = tokenizer or default_tokenizer(data_root, named)
     bert, ours = _models(preset)
-    result = {"preset": preset, "threads": torch.get_num_threads(), "torch": torch.__version__}
+    result = {"preset": preset, "threads": torch.get_num_threads(), "torch": torch.__version__, "host": host.describe()}
     result.update(padded_batches(bert, ours, repeats=repeats))
     if sst2 is not None:
         result.update(sst2_dev(bert, ours, sst2, tokenizer))
     else:
         result["sst2_dev_ratio"] = None
         result["sst2_dev_skipped"] = "no SST-2 dev file (give --data-dir)"
+    result["gemm_paths"] = linear_backend.decisions()  # which GEMM each PackedLinear shape took here
     return result

@@ -57,6 +57,11 @@ def packed_preferred(in_features: int, out_features: int, activation: str | None
     return _choices[key]
 
 
+def decisions() -> dict[str, str]:
+    """This process's decisions so far, by shape: "prepacked" or "default" (for benchmark records)."""
+    return {key: "prepacked" if packed else "default" for key, packed in sorted(_choices.items())}
+
+
 def forget() -> None:
     """Drop this process's decisions: the next `packed_preferred()` decides again (tests)."""
     _choices.clear()
