@@ -14,7 +14,7 @@
 (b) layer training step (forward + backward into the input and every parameter), same layers.
 (c) whole-model inference: `ultrafastbert-1x11` vs the same crammedBERT backbone with a dense FF
     (intermediate 3072), batch 8 x 128, random weights, under inference_mode. Both models share
-    every other kernel, the compiled attention (`attention/native.py`) included.
+    every other kernel, the compiled attention (`attention/native.py`, on AVX-512 hosts) included.
 All runs are interleaved in one process; figures are medians, speedups ratios of medians. Every
 run takes at least MIN_TURNS (9) turns: on a shared 2-core VM single calls sometimes take 2x their
 usual time (memory-bound work next to noisy neighbours), and a median of 5 still moved. The record

@@ -59,7 +59,8 @@ class PackedLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.use_packed and _AVAILABLE and eager_float32_cpu_inference(x) and self.weight.dtype == torch.float32
                 and (self.bias is None or self.bias.is_contiguous())  # the op reads the bias as contiguous
-                and packed_preferred(self.in_features, self.out_features, self.activation)):
+                and packed_preferred(self.in_features, self.out_features, self.activation,
+                                     x.numel() // max(self.in_features, 1))):
             packed = self._packed.get(self.weight, _prepack)
             return torch.ops.mkldnn._linear_pointwise(
                 x, packed, self.bias, ACTIVATIONS[self.activation][0], [], "none"
