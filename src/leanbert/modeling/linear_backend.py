@@ -29,8 +29,6 @@ import json
 import logging
 import os
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -153,6 +151,7 @@ def measure(in_features: int, out_features: int, activation: str | None, rows: i
     """Median seconds of one (rows, in) x (in, out) GEMM (+ activation) by each path, and the choice."""
     from torch.nn import functional as F
 
+    from leanbert.bench.timing import interleaved_medians
     from leanbert.modeling.packed_linear import ACTIVATIONS, _prepack
 
     generator = torch.Generator().manual_seed(0)
@@ -168,13 +167,7 @@ def measure(in_features: int, out_features: int, activation: str | None, rows: i
         if plain_activation is not None:
             plain_activation(y)
 
-    samples = {"packed": [], "default": []}
-    with torch.inference_mode():
-        packed(), default()  # warm-up: first-call allocations and oneDNN's kernel choice
-        for _ in range(turns):
-            for name, run in (("packed", packed), ("default", default)):
-                start = time.perf_counter()
-                run()
-                samples[name].append(time.perf_counter() - start)
-    packed_s, default_s = statistics.median(samples["packed"]), statistics.median(samples["default"])
+    with torch.inference_mode():  # one warm-up call each: first-call allocations and oneDNN's kernel choice
+        times = interleaved_medians({"packed": packed, "default": default}, repeats=turns)
+    packed_s, default_s = times["packed"], times["default"]
     return {"packed": packed_s < (1 - MARGIN) * default_s, "packed_seconds": packed_s, "default_seconds": default_s}
