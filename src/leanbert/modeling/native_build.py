@@ -40,13 +40,16 @@ class NativeOps:
         self.name, self.source, self.fallback = name, source, fallback
         self.ok: bool | None = None  # None until the first `available()`
 
-    def build(self) -> None:
+    def build(self, march: str = "native", defines: tuple[str, ...] = (), tag: str | None = None) -> None:
+        """Builds and loads the library for `march`. Tests build variants for another instruction set
+        under another `tag` (the library's file name) and with `defines` (-D flags, e.g. another
+        operator namespace, so that both load in one process)."""
         from torch.utils import cpp_extension
 
         cpp_extension.load(
-            name=f"leanbert_{self.name}_{cpu_tag()}",
+            name=f"leanbert_{self.name}_{tag or cpu_tag()}",
             sources=[str(self.source)],
-            extra_cflags=["-O3", "-march=native", "-fopenmp"],
+            extra_cflags=["-O3", f"-march={march}", "-fopenmp", *(f"-D{define}" for define in defines)],
             extra_ldflags=["-fopenmp"],
             is_python_module=False,
             verbose=False,

@@ -90,16 +90,7 @@ def plain_forward():
         pytest.skip("the plain build is checked on x86-64 hosts (elsewhere the native build is the plain one)")
     if os.environ.get("LEANBERT_NATIVE") == "0" or shutil.which(os.environ.get("CXX", "c++")) is None:
         pytest.skip("the compiled forward is turned off, or there is no C++ compiler")
-    from torch.utils import cpp_extension
-
-    cpp_extension.load(
-        name="leanbert_fff_plain_test",
-        sources=[str(fff_native.LIBRARY.source)],
-        extra_cflags=["-O3", "-march=x86-64", "-mtune=generic", "-fopenmp", "-DLEANBERT_FFF_OPS=leanbert_fff_plain"],
-        extra_ldflags=["-fopenmp"],
-        is_python_module=False,
-        verbose=False,
-    )
+    fff_native.LIBRARY.build(march="x86-64", defines=("LEANBERT_FFF_OPS=leanbert_fff_plain",), tag="plain_test")
     return torch.ops.leanbert_fff_plain.forward
 
 
