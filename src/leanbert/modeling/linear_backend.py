@@ -117,6 +117,12 @@ def _locked(path: Path):
         yield
 
 
+def _kept_choice(shapes: dict, key: str) -> bool | None:
+    """The choice recorded for `key`, or None when there is none (or it is malformed)."""
+    entry = shapes.get(key)
+    return entry["packed"] if isinstance(entry, dict) and isinstance(entry.get("packed"), bool) else None
+
+
 def _decide(in_features: int, out_features: int, activation: str | None, rows: int) -> bool:
     setting = os.environ.get(ENV, "auto").strip().lower()
     if setting in ("0", "1"):
@@ -124,16 +130,16 @@ def _decide(in_features: int, out_features: int, activation: str | None, rows: i
     if setting != "auto":
         raise ValueError(f"{ENV}={os.environ[ENV]!r}; allowed: 1 (prepacked), 0 (default path), auto (measured once)")
     key, path = shape_key(in_features, out_features, activation, rows), cache_path()
-    kept = _read(path).get(key)
-    if isinstance(kept, dict) and isinstance(kept.get("packed"), bool):
-        return kept["packed"]
+    kept = _kept_choice(_read(path), key)
+    if kept is not None:
+        return kept
     entry = None
     try:
         with _locked(path):
             shapes = _read(path)  # another process may have measured it meanwhile
-            kept = shapes.get(key)
-            if isinstance(kept, dict) and isinstance(kept.get("packed"), bool):
-                return kept["packed"]
+            kept = _kept_choice(shapes, key)
+            if kept is not None:
+                return kept
             logger.info("leanbert: timing oneDNN's prepacked GEMM against the default one for %s (once per machine)",
                         key)
             entry = measure(in_features, out_features, activation, rows)
