@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from pathlib import Path
@@ -227,7 +228,7 @@ def test_bad_byte_in_a_tsv_names_its_own_line(tmp_path):
     write_tsv(train, rows)
     lines = train.read_bytes().splitlines(keepends=True)
     lines[899] = lines[899].replace(b"hypothesis", b"hyp\xffothesis")  # line 900, past the first 8 KB
-    train.write_bytes(b"\ufeff".decode("utf-8").encode("utf-8") + b"".join(lines))
+    train.write_bytes(codecs.BOM_UTF8 + b"".join(lines))
     with pytest.raises(DataError, match=rf"^{re.escape(str(train))}:900: not valid UTF-8"):
         load_glue_task("rte", tmp_path)
 
