@@ -52,6 +52,16 @@ constexpr int64_t kLanes = 8;
 constexpr int64_t kLanes = 4;
 #endif
 constexpr int64_t kStep = 2 * kLanes;  // columns per pass: two vectors, for two independent chains
+// Output columns per pass of the four-token combine, in vectors: 4 with AVX-512 (16 accumulators, 4 row
+// vectors and a broadcast of its 32 registers), else 2 (AVX2 has 16). Four vectors per pass load each
+// coefficient's broadcast once for 64 columns instead of 32: on a Zen 5 host the whole forward 3-4% faster
+// (T = 8192, W = 768, D = 11, each call after a dense layer; 5.63-5.67 against 5.82-5.84 ms and 6.51-6.61
+// against 6.75-6.84 ms in two runs of 81 turns). The AVX2 build (2 vectors) is unchanged: 7.56 against 7.63 ms.
+#if defined(__AVX512F__)
+constexpr int kCombineVecs = 4;
+#else
+constexpr int kCombineVecs = 2;
+#endif
 using vec = float __attribute__((vector_size(4 * kLanes)));
 
 inline vec load(const float* p) {
@@ -289,6 +299,31 @@ inline void combine_one(const float* src, const int64_t* r, const float* c, int6
   combine_tail(src, r, c, n_visits, width, body, y);
 }
 
+// Columns [j, j + NV kLanes) of four tokens' outputs: y_q = sum_v k[4 v + q] row[4 v + q], rows (V, 4) and
+// coefficients k (V, 4) visit-major; the first `shared` visits' rows are the same for all four, so each
+// of their vectors is loaded once for four FMAs. The (4 tokens) x (NV vectors) accumulators stay in
+// registers across all visits, and each is stored once.
+template <int NV>
+inline __attribute__((always_inline)) void combine4(const float* const* row, const float* k, int64_t shared,
+                                                    int64_t n_visits, int64_t j, float* const* y) {
+  vec acc[4][NV] = {};
+  for (int64_t v = 0; v < shared; ++v) {  // one row, four coefficients
+    vec part[NV];
+    for (int c = 0; c < NV; ++c) part[c] = load(row[4 * v] + j + c * kLanes);
+    for (int q = 0; q < 4; ++q) {
+      const vec kq = splat(k[4 * v + q]);
+      for (int c = 0; c < NV; ++c) acc[q][c] += kq * part[c];
+    }
+  }
+  for (int64_t v = shared; v < n_visits; ++v)  // four rows
+    for (int q = 0; q < 4; ++q) {
+      const vec kq = splat(k[4 * v + q]);
+      for (int c = 0; c < NV; ++c) acc[q][c] += kq * load(row[4 * v + q] + j + c * kLanes);
+    }
+  for (int q = 0; q < 4; ++q)
+    for (int c = 0; c < NV; ++c) store(y[q] + j + c * kLanes, acc[q][c]);
+}
+
 // out[t] = sum_v coef[t, v] src[rows[t, v]]:  src (R, W), rows/coef (T, V), order (T,) -> out (T, W).
 void combine(const float* src, const int64_t* rows, const float* coef, const int64_t* order, int64_t n_tokens,
              int64_t n_visits, int64_t width, float* out) {
@@ -321,48 +356,16 @@ void combine(const float* src, const int64_t* rows, const float* coef, const int
       while (shared < n_visits && r[0][shared] == r[1][shared] && r[0][shared] == r[2][shared] &&
              r[0][shared] == r[3][shared])
         ++shared;
-      for (int64_t v = 0; v < n_visits; ++v)  // once per group, not once per kStep columns
+      for (int64_t v = 0; v < n_visits; ++v)  // once per group, not once per pass
         for (int q = 0; q < 4; ++q) {
           row[4 * v + q] = src + r[q][v] * width;
           k[4 * v + q] = c[q][v];
         }
-      for (int64_t j = 0; j < body; j += kStep) {
-        vec a0{}, a1{}, a2{}, a3{}, b0{}, b1{}, b2{}, b3{};  // (4 tokens) x (kStep columns), in registers
-        for (int64_t v = 0; v < shared; ++v) {  // one row, four coefficients
-          const float* p = row[4 * v] + j;
-          const vec lo = load(p), hi = load(p + kLanes);
-          const vec k0 = splat(k[4 * v]), k1 = splat(k[4 * v + 1]), k2 = splat(k[4 * v + 2]), k3 = splat(k[4 * v + 3]);
-          a0 += k0 * lo;
-          b0 += k0 * hi;
-          a1 += k1 * lo;
-          b1 += k1 * hi;
-          a2 += k2 * lo;
-          b2 += k2 * hi;
-          a3 += k3 * lo;
-          b3 += k3 * hi;
-        }
-        for (int64_t v = shared; v < n_visits; ++v) {  // four rows
-          const float* const* p = row + 4 * v;
-          const vec k0 = splat(k[4 * v]), k1 = splat(k[4 * v + 1]), k2 = splat(k[4 * v + 2]), k3 = splat(k[4 * v + 3]);
-          a0 += k0 * load(p[0] + j);
-          b0 += k0 * load(p[0] + j + kLanes);
-          a1 += k1 * load(p[1] + j);
-          b1 += k1 * load(p[1] + j + kLanes);
-          a2 += k2 * load(p[2] + j);
-          b2 += k2 * load(p[2] + j + kLanes);
-          a3 += k3 * load(p[3] + j);
-          b3 += k3 * load(p[3] + j + kLanes);
-        }
-        store(y[0] + j, a0);
-        store(y[0] + j + kLanes, b0);
-        store(y[1] + j, a1);
-        store(y[1] + j + kLanes, b1);
-        store(y[2] + j, a2);
-        store(y[2] + j + kLanes, b2);
-        store(y[3] + j, a3);
-        store(y[3] + j + kLanes, b3);
-      }
-      for (int q = 0; q < 4; ++q) combine_tail(src, r[q], c[q], n_visits, width, body, y[q]);
+      int64_t j = 0;  // columns: passes of kCombineVecs vectors, then of one, then one float at a time
+      for (; j + kCombineVecs * kLanes <= width; j += kCombineVecs * kLanes)
+        combine4<kCombineVecs>(row, k, shared, n_visits, j, y);
+      for (; j + kLanes <= width; j += kLanes) combine4<1>(row, k, shared, n_visits, j, y);
+      for (int q = 0; q < 4; ++q) combine_tail(src, r[q], c[q], n_visits, width, j, y[q]);
     }
     store_fence();
   });
