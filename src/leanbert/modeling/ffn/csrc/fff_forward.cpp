@@ -271,7 +271,7 @@ void route(const float* x, const Trees& trees, int64_t n_tokens, int64_t* rows, 
   }
 }
 
-// Columns [j0, width) one float at a time: the tail when W is not a multiple of kStep.
+// Columns [j0, width) one float at a time: the tail when W is not a multiple of kLanes.
 inline void combine_tail(const float* src, const int64_t* r, const float* c, int64_t n_visits, int64_t width,
                          int64_t j0, float* y) {
   for (int64_t j = j0; j < width; ++j) {
@@ -279,24 +279,6 @@ inline void combine_tail(const float* src, const int64_t* r, const float* c, int
     for (int64_t v = 0; v < n_visits; ++v) s += c[v] * src[r[v] * width + j];
     y[j] = s;
   }
-}
-
-// y = sum_v c[v] src[r[v]] for one token: r/c (V,), y (W,); kStep columns per pass up to `body`
-// (W rounded down to kStep), then the tail.
-inline void combine_one(const float* src, const int64_t* r, const float* c, int64_t n_visits, int64_t width,
-                        int64_t body, float* y) {
-  for (int64_t j = 0; j < body; j += kStep) {
-    vec a{}, b{};
-    for (int64_t v = 0; v < n_visits; ++v) {
-      const float* p = src + r[v] * width + j;
-      const vec k = splat(c[v]);
-      a += k * load(p);
-      b += k * load(p + kLanes);
-    }
-    store(y + j, a);
-    store(y + j + kLanes, b);
-  }
-  combine_tail(src, r, c, n_visits, width, body, y);
 }
 
 // Columns [j, j + NV kLanes) of four tokens' outputs: y_q = sum_v k[4 v + q] row[4 v + q], rows (V, 4) and
@@ -327,30 +309,24 @@ inline __attribute__((always_inline)) void combine4(const float* const* row, con
 // out[t] = sum_v coef[t, v] src[rows[t, v]]:  src (R, W), rows/coef (T, V), order (T,) -> out (T, W).
 void combine(const float* src, const int64_t* rows, const float* coef, const int64_t* order, int64_t n_tokens,
              int64_t n_visits, int64_t width, float* out) {
-  const int64_t body = width / kStep * kStep;
   const int64_t n_groups = (n_tokens + 3) / 4;
   parallel_chunks(n_groups, 32, [&](int64_t begin, int64_t end) {
     std::vector<const float*> row_buffer(4 * n_visits);  // (V, 4): the group's rows of src, visit-major
     std::vector<float> k_buffer(4 * n_visits);           // (V, 4): their coefficients
+    std::vector<float> spare(width);                     // where a short last group's repeats are written
     const float** row = row_buffer.data();
     float* k = k_buffer.data();
     for (int64_t g = begin; g < end; ++g) {
       const int64_t i = 4 * g;
-      if (i + 4 > n_tokens) {  // a short last group: token by token
-        for (int64_t q = i; q < n_tokens; ++q) {
-          const int64_t t = order[q];
-          combine_one(src, rows + t * n_visits, coef + t * n_visits, n_visits, width, body, out + t * width);
-        }
-        continue;
-      }
+      const int n_real = int(std::min<int64_t>(4, n_tokens - i));  // a short last group repeats its last token
       const int64_t* r[4];
       const float* c[4];
       float* y[4];
       for (int q = 0; q < 4; ++q) {
-        const int64_t t = order[i + q];
+        const int64_t t = order[i + std::min(q, n_real - 1)];
         r[q] = rows + t * n_visits;
         c[q] = coef + t * n_visits;
-        y[q] = out + t * width;
+        y[q] = q < n_real ? out + t * width : spare.data();
       }
       int64_t shared = 0;  // leading visits whose row the four tokens share
       while (shared < n_visits && r[0][shared] == r[1][shared] && r[0][shared] == r[2][shared] &&
@@ -365,7 +341,7 @@ void combine(const float* src, const int64_t* rows, const float* coef, const int
       for (; j + kCombineVecs * kLanes <= width; j += kCombineVecs * kLanes)
         combine4<kCombineVecs>(row, k, shared, n_visits, j, y);
       for (; j + kLanes <= width; j += kLanes) combine4<1>(row, k, shared, n_visits, j, y);
-      for (int q = 0; q < 4; ++q) combine_tail(src, r[q], c[q], n_visits, width, j, y[q]);
+      for (int q = 0; q < n_real; ++q) combine_tail(src, r[q], c[q], n_visits, width, j, y[q]);
     }
     store_fence();
   });
