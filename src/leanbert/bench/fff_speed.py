@@ -17,7 +17,9 @@
     every other kernel, the compiled attention (`attention/native.py`, on AVX-512 hosts) included.
 All runs are interleaved in one process; figures are medians, speedups ratios of medians. Every
 run takes at least MIN_TURNS (9) turns: on a shared 2-core VM single calls sometimes take 2x their
-usual time (memory-bound work next to noisy neighbours), and a median of 5 still moved. The record
+usual time (memory-bound work next to noisy neighbours), and a median of 5 still moved. (c) takes at
+least MODEL_TURNS (25): a turn costs ~1 s there (~5 s in the layer runs), and on host D medians of 9
+turns taken from one process's 45 moved between 2.48x and 2.64x, as much as (c)'s margin. The record
 names the host (`host.describe()`): the FFF side is memory-bound and the dense side compute-bound, so the
 ratios depend on the machine's caches and memory bandwidth as much as on the code.
 `leanbert bench` runs under `allocator.keep_freed_memory()` unless told otherwise, so that neither
@@ -33,6 +35,7 @@ from leanbert.allocator import faults_per_call
 from leanbert.bench.timing import interleaved_medians
 
 MIN_TURNS = 9  # fewer, and the median still moved between runs on a shared 2-core VM
+MODEL_TURNS = 25  # (c): cheap turns, and its ratio's 9-turn medians moved by +-3% within one process
 BACK_TO_BACK_CALLS = 3  # the last of three calls in a row is timed
 
 
@@ -108,8 +111,9 @@ def run(repeats: int = 5) -> dict:
 
     result = {"threads": torch.get_num_threads(), "torch": torch.__version__, "host": host.describe(),
               "fff_forward": fff_native.backend(), "attention_forward": attention_native.backend()}
-    turns = max(repeats, MIN_TURNS)
-    result.update(layer_speed(repeats=turns))
-    result.update(model_speed(repeats=turns))
+    turns = {"layer": max(repeats, MIN_TURNS), "model": max(repeats, MODEL_TURNS)}
+    result["turns"] = turns
+    result.update(layer_speed(repeats=turns["layer"]))
+    result.update(model_speed(repeats=turns["model"]))
     result["gemm_paths"] = linear_backend.decisions()  # which GEMM each PackedLinear shape took here
     return result
